@@ -1,0 +1,120 @@
+"""Wires one edge node from ``Settings``: keys, spool, Kafka sender, ingestor, DICOM server, counters."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge_ingest.counters import EdgeCounters
+from edge_ingest.deid import DeidContext
+from edge_ingest.dose_sr import extract_dose_report
+from edge_ingest.filters import CompiledFilter
+from edge_ingest.ingest import Delivery, Ingestor
+from edge_ingest.keys import load_keys
+from edge_ingest.producer import KafkaSender, ensure_topics
+from edge_ingest.scp import make_ae, start_server
+from edge_ingest.spool import Spool
+from schemas import codec
+from schemas.config import Settings
+from schemas.events import EdgeHeartbeat
+
+log = logging.getLogger("radpulse.edge")
+
+TOPIC_INSTANCES = "instances"
+TOPIC_EDGE_HEALTH = "edge_health"
+
+
+@dataclass
+class EdgeNode:
+    settings: Settings
+    counters: EdgeCounters = field(default_factory=EdgeCounters)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        data_dir = Path(s.edge.data_dir)
+        self.keys = load_keys(data_dir)
+        self.spool = Spool(data_dir / "spool", int(s.edge.spool_max_mb * 1024 * 1024))
+        self.sender = KafkaSender(s.kafka, s.edge.kafka_ack_timeout_s)
+        self.delivery = Delivery(self.sender, self.spool, self.counters)
+        ctx = DeidContext(
+            keys=self.keys,
+            site_id=s.site.id,
+            edge_id=s.edge.id,
+            site_timezone=s.site.timezone,
+            description_max_len=s.edge.description_max_len,
+            test_patient_patterns=tuple(re.compile(p) for p in s.edge.test_patient_patterns),
+        )
+        self.ingestor = Ingestor(
+            ctx,
+            CompiledFilter.from_settings(s.filters),
+            self.delivery,
+            s.topic(TOPIC_INSTANCES),
+            self.counters,
+            dose_extractor=extract_dose_report,
+        )
+        self.started_at = datetime.now(UTC)
+        self._stop = threading.Event()
+        self._server = None
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self, *, create_topics: bool = True) -> None:
+        s = self.settings
+        if create_topics:
+            try:
+                ensure_topics(s.kafka, [s.topic(TOPIC_INSTANCES), s.topic(TOPIC_EDGE_HEALTH)], timeout_s=5)
+            except Exception as exc:
+                log.warning("could not check Kafka topics at %s (%s); events will spool until Kafka answers",
+                            s.kafka.bootstrap_servers, type(exc).__name__)
+        ae = make_ae(s.edge.ae_title, s.edge.allowed_calling_aes, s.edge.max_pdu)
+        self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest)
+        self._ticker = threading.Thread(target=self._tick, name="edge-counters", daemon=True)
+        self._ticker.start()
+        log.info(
+            "DICOM node %s listening on %s:%d (site %s, edge %s) → Kafka %s topic %s; spool %s",
+            s.edge.ae_title, s.edge.host, self.port, s.site.id, s.edge.id, s.kafka.bootstrap_servers,
+            s.topic(TOPIC_INSTANCES), self.spool.dir,
+        )
+
+    def heartbeat(self) -> EdgeHeartbeat:
+        c = self.counters.snapshot()
+        return EdgeHeartbeat(
+            site_id=self.settings.site.id,
+            edge_id=self.settings.edge.id,
+            at=datetime.now(UTC),
+            started_at=self.started_at,
+            spool_pending=self.spool.pending,
+            spool_bytes=self.spool.size_bytes,
+            kafka_ok=self.delivery.kafka_ok and not self.delivery.spooling,
+            **c,
+        )
+
+    def _tick(self) -> None:
+        interval = self.settings.edge.counters_interval_s
+        while not self._stop.wait(interval):
+            hb = self.heartbeat()
+            log.info(
+                "counters: received=%d produced=%d spooled=%d drained=%d ignored=%d rejected=%d "
+                "out_of_resources=%d spool_depth=%d (%d bytes)",
+                hb.received, hb.produced, hb.spooled, hb.drained, hb.ignored, hb.rejected, hb.out_of_resources,
+                hb.spool_pending, hb.spool_bytes,
+            )
+            if hb.kafka_ok:
+                # best effort: a heartbeat lost while Kafka is down is replaced by the next one
+                self.sender.send(self.settings.topic(TOPIC_EDGE_HEALTH), hb.edge_id.encode(), codec.encode(hb))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+        self.delivery.close()
+        self.sender.close()
+        self.spool.close()

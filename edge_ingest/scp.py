@@ -1,0 +1,97 @@
+"""The pynetdicom application entity: contexts, calling-AE allow-list, and handlers. The only pynetdicom import.
+
+Handlers translate; they don't decide: a C-STORE hands the received bytes (``request.DataSet``, still encoded in
+the negotiated transfer syntax) to ``Ingestor.ingest`` and turns its outcome into a status. pynetdicom's own
+logging is turned down on purpose: its standard handlers log UIDs and identifiers, which are PHI here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from edge_ingest.ingest import Outcome, Received, Status
+
+log = logging.getLogger("radpulse.edge")
+
+# Accept every storage SOP class, public or private, in whatever transfer syntax the sender proposes.
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+# Standard event logging prints identifiers (UIDs, AE details, query keys): never at any level we run.
+_config.LOG_HANDLER_LEVEL = "none"
+_config.LOG_REQUEST_IDENTIFIERS = False
+_config.LOG_RESPONSE_IDENTIFIERS = False
+logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
+def make_ae(ae_title: str, allowed_calling_aes: list[str], max_pdu: int = 0) -> AE:
+    ae = AE(ae_title=ae_title)
+    ae.add_supported_context(Verification)
+    ae.maximum_associations = 32
+    ae.maximum_pdu_size = max_pdu
+    ae.network_timeout = 60
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    if allowed_calling_aes:
+        ae.require_calling_aet = list(allowed_calling_aes)
+    return ae
+
+
+def _status(outcome: Outcome) -> Dataset | int:
+    if outcome.status == Status.SUCCESS:
+        return 0x0000
+    rsp = Dataset()
+    rsp.Status = int(outcome.status)
+    rsp.ErrorComment = (outcome.reason or outcome.status.name)[:64]
+    return rsp
+
+
+def _on_echo(event: Any) -> int:
+    return 0x0000
+
+
+def _on_store(event: Any, ingest: Callable[[Received], Outcome]) -> Dataset | int:
+    request = event.request
+    sop_class = str(request.AffectedSOPClassUID or "")
+    calling = event.assoc.requestor.ae_title
+    rx = Received(
+        data=request.DataSet,
+        transfer_syntax_uid=str(event.context.transfer_syntax),
+        sop_class_uid=sop_class,
+        calling_ae=calling,
+        received_at=datetime.now(UTC),
+    )
+    try:
+        outcome = ingest(rx)
+    except Exception as exc:
+        log.error("C-STORE sop_class=%s from %s: internal %s; answered 0xC002", sop_class, calling, type(exc).__name__)
+        return 0xC002
+    if outcome.status != Status.SUCCESS:
+        log.warning(
+            "C-STORE sop_class=%s from %s answered 0x%04X (%s): %s",
+            sop_class, calling, outcome.status, outcome.status.name, outcome.reason,
+        )
+    return _status(outcome)
+
+
+def _on_rejected(event: Any) -> None:
+    log.warning("association from %s rejected", event.assoc.requestor.ae_title)
+
+
+def start_server(
+    ae: AE, host: str, port: int, ingest: Callable[[Received], Outcome]
+) -> ThreadedAssociationServer:
+    handlers = [
+        (evt.EVT_C_ECHO, _on_echo),
+        (evt.EVT_C_STORE, _on_store, [ingest]),
+        (evt.EVT_REJECTED, _on_rejected),
+    ]
+    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
+    assert server is not None
+    return server

@@ -1,0 +1,181 @@
+"""The events that cross Kafka, as frozen dataclasses.
+
+Units are part of every field name (``ctdivol_mgy``, ``dlp_mgy_cm``, ``dap_gy_cm2``): a value is converted to that
+unit once, where it is read, and never again. Times are timezone-aware UTC ``datetime``s.
+Avro records appear only in ``schemas/codec.py``; everything else handles these classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """Exposure and dose attributes carried by one image header (all optional)."""
+
+    kvp: float | None = None
+    tube_current_ma: float | None = None
+    exposure_time_ms: float | None = None
+    exposure_mas: float | None = None
+    ctdivol_mgy: float | None = None
+    ctdi_phantom: str | None = None  # "HEAD16" | "BODY32"
+    dap_gy_cm2: float | None = None
+    exposure_index: float | None = None
+    target_exposure_index: float | None = None
+    deviation_index: float | None = None
+    entrance_dose_mgy: float | None = None
+    organ_dose_mgy: float | None = None  # mammography AGD when OrganExposed is BREAST
+    organ_exposed: str | None = None
+    fluoro_time_s: float | None = None
+    water_equivalent_diameter_mm: float | None = None
+    irradiation_event_pseudonym: str | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in dataclasses.astuple(self))
+
+
+@dataclass(frozen=True, slots=True)
+class IrradiationEvent:
+    """One continuous exposure from a dose report (TID 10013 CT, or TID 10003 projection X-ray)."""
+
+    event_pseudonym: str  # keyed pseudonym of the Irradiation Event UID: dedupes a report sent twice
+    datetime_started_utc: datetime | None = None
+    acquisition_protocol: str | None = None  # scrubbed free text
+    target_region_code: str | None = None  # "CodeValue^Scheme"
+    target_region: str | None = None  # code meaning
+    acquisition_type: str | None = None  # CT: SPIRAL | SEQUENCED | CONSTANT_ANGLE | STATIONARY | FREE | CONE_BEAM
+    event_type: str | None = None  # projection: STATIONARY | FLUOROSCOPY | ROTATIONAL | ...
+    acquisition_plane: str | None = None  # projection: SINGLE_PLANE | PLANE_A | PLANE_B
+    laterality: str | None = None  # mammography: L | R | B
+    ctdivol_mgy: float | None = None
+    dlp_mgy_cm: float | None = None
+    ctdi_phantom: str | None = None  # "HEAD16" | "BODY32"
+    scanning_length_mm: float | None = None
+    exposure_time_s: float | None = None
+    pitch: float | None = None
+    kvp: float | None = None
+    tube_current_ma: float | None = None
+    ssde_mgy: float | None = None
+    water_equivalent_diameter_mm: float | None = None
+    dap_gy_cm2: float | None = None
+    dose_rp_mgy: float | None = None
+    entrance_exposure_mgy: float | None = None
+    irradiation_duration_s: float | None = None  # fluoroscopy beam-on time of this event
+    agd_mgy: float | None = None
+    exposure_index: float | None = None
+    target_exposure_index: float | None = None
+    deviation_index: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccumulatedDose:
+    """Accumulated totals of one dose report (TID 10012 CT, TID 10002 projection, per plane summed)."""
+
+    total_events: int | None = None
+    ct_dlp_total_mgy_cm: float | None = None
+    dap_total_gy_cm2: float | None = None
+    fluoro_dap_total_gy_cm2: float | None = None
+    acquisition_dap_total_gy_cm2: float | None = None
+    dose_rp_total_mgy: float | None = None
+    fluoro_time_total_s: float | None = None
+    acquisition_time_total_s: float | None = None
+    agd_left_mgy: float | None = None
+    agd_right_mgy: float | None = None
+    agd_both_mgy: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoseReport:
+    """The content of a radiation dose SR (recognised by document title, not SOP class)."""
+
+    kind: str  # "CT" (TID 10011) | "PROJECTION" (TID 10001)
+    template_id: str | None = None
+    procedure_reported: str | None = None  # "CodeValue^Scheme"
+    scope: str | None = None  # STUDY | PPS | SERIES
+    completion_flag: str | None = None  # COMPLETE | PARTIAL
+    device_role: str | None = None
+    start_utc: datetime | None = None
+    end_utc: datetime | None = None
+    totals: AccumulatedDose = field(default_factory=AccumulatedDose)
+    events: tuple[IrradiationEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceEvent:
+    """One received DICOM object, de-identified: the only shape in which an instance leaves the edge."""
+
+    event_id: str  # deterministic from the instance pseudonym: a resend is the same event
+    site_id: str
+    edge_id: str
+    received_at: datetime
+    calling_ae: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    instance_pseudonym: str
+    study_pseudonym: str
+    series_pseudonym: str | None = None
+    patient_pseudonym: str | None = None
+    accession_pseudonym: str | None = None  # joins HL7 order/arrival events; not reversible
+    accession_token: str | None = None  # AES-GCM; only `radpulse reveal` at the hospital opens it
+    device_id: str | None = None  # keyed pseudonym of manufacturer|model|serial|station
+    modality: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    station_name: str | None = None
+    device_serial: str | None = None
+    software_versions: str | None = None
+    image_type: tuple[str, ...] = ()
+    series_number: int | None = None
+    instance_number: int | None = None
+    patient_age_years: int | None = None
+    patient_sex: str | None = None
+    patient_weight_kg: float | None = None
+    patient_height_m: float | None = None
+    not_patient: bool = False  # QA / phantom / test patient, decided at the edge
+    study_description: str | None = None
+    series_description: str | None = None
+    protocol_name: str | None = None
+    requested_procedure_description: str | None = None
+    performed_procedure_step_description: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+    laterality: str | None = None
+    study_datetime_utc: datetime | None = None
+    series_datetime_utc: datetime | None = None
+    acquisition_datetime_utc: datetime | None = None
+    content_datetime_utc: datetime | None = None
+    pps_start_utc: datetime | None = None
+    pps_end_utc: datetime | None = None
+    mr_receive_coil: str | None = None
+    mr_transmit_coil: str | None = None
+    mr_field_strength_t: float | None = None
+    number_of_frames: int | None = None
+    exposure: Exposure | None = None
+    dose_report: DoseReport | None = None
+
+    def replace(self, **changes: Any) -> InstanceEvent:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeHeartbeat:
+    """An edge's counters at one moment (cumulative since its start), for the pipeline-health dashboard."""
+
+    site_id: str
+    edge_id: str
+    at: datetime
+    started_at: datetime
+    received: int
+    produced: int
+    spooled: int
+    drained: int
+    ignored: int
+    rejected: int
+    out_of_resources: int
+    spool_pending: int
+    spool_bytes: int
+    kafka_ok: bool
