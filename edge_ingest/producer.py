@@ -47,6 +47,8 @@ class KafkaSender:
             "acks": "all",
             "compression.type": "lz4",
             "linger.ms": 1,
+            # Java/aiokafka-compatible hashing: Faust's co-partitioned topics must agree on a key's partition
+            "partitioner": "murmur2_random",
             "message.timeout.ms": int(ack_timeout_s * 1000),
             "socket.keepalive.enable": True,
             "reconnect.backoff.max.ms": 1000,

@@ -155,7 +155,14 @@ class ClickHouseSettings:
 
 @dataclass(frozen=True)
 class StreamsSettings:
-    quiet_minutes: float = _setting(10.0, "Minutes without new instances after which an exam is complete.", _positive)
+    quiet_minutes: float = _setting(
+        10.0, "Minutes of event time (on the exam's device) without new instances after which an exam is complete.",
+        _positive,
+    )
+    idle_close_s: float = _setting(
+        600.0, "Seconds of processing time without a new instance after which an exam is complete anyway.", _positive
+    )
+    tick_interval_s: float = _setting(2.0, "How often the streams look for exams to close.", _positive)
     data_dir: str = _setting("./radpulse-data/streams", "Faust worker state folder.")
     web_port: int = _setting(6066, "Faust worker web port.", _port)
 

@@ -179,3 +179,48 @@ class EdgeHeartbeat:
     spool_pending: int
     spool_bytes: int
     kafka_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Exam:
+    """One exam (a study on one device) as assembled by the streams; each publication bumps ``version``."""
+
+    exam_key: str  # the study pseudonym
+    site_id: str
+    version: int
+    status: str  # "in_progress" | "complete"
+    updated_at: datetime  # processing time of this version
+    edge_id: str | None = None
+    device_id: str | None = None
+    calling_ae: str | None = None
+    modality: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    station_name: str | None = None
+    device_serial: str | None = None
+    study_description: str | None = None
+    requested_procedure_description: str | None = None
+    protocol_name: str | None = None
+    body_part: str | None = None
+    series_descriptions: tuple[str, ...] = ()
+    patient_pseudonym: str | None = None
+    accession_pseudonym: str | None = None
+    accession_token: str | None = None
+    patient_age_years: int | None = None
+    patient_sex: str | None = None
+    patient_weight_kg: float | None = None
+    patient_height_m: float | None = None
+    not_patient: bool = False
+    start_utc: datetime | None = None
+    end_utc: datetime | None = None
+    duration_s: float | None = None
+    study_datetime_utc: datetime | None = None
+    pps_start_utc: datetime | None = None
+    pps_end_utc: datetime | None = None
+    series_count: int = 0
+    instance_count: int = 0
+    first_received_at: datetime | None = None
+    last_received_at: datetime | None = None
+    mr_receive_coils: tuple[str, ...] = ()  # in order of first use
+    mr_field_strength_t: float | None = None
+    has_dose_report: bool = False

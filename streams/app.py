@@ -1,0 +1,67 @@
+"""The Faust app: its topics and tables. No logic (that is in ``exams.py``; the agents are in ``*_agent.py``).
+
+Every topic carries raw bytes: values are Avro single-object-encoded by ``schemas.codec`` and keys are pseudonyms,
+so Faust's own serialisers stay out of the way. Tables keep their state in changelog topics: a restarted worker
+recovers from them. Standby replicas are off so that only the partition's owner ever acts on an exam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import faust
+
+from schemas.config import Settings
+
+TOPIC_INSTANCES = "instances"
+TOPIC_EXAMS = "exams"
+TOPIC_TICKS = "streams_ticks"
+
+
+@dataclass
+class StreamsApp:
+    settings: Settings
+    app: faust.App
+    instances: faust.TopicT
+    exams: faust.TopicT
+    ticks: faust.TopicT
+    exam_table: faust.Table
+
+
+def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None) -> StreamsApp:
+    k = settings.kafka
+    app_id = f"{k.topic_prefix}-streams"
+    datadir = datadir or str(Path(settings.streams.data_dir) / app_id)
+    Path(datadir).mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=k.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        broker_commit_every=500,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+        datadir=datadir,
+        producer_acks=-1,
+        producer_compression_type="lz4",
+        table_cleanup_interval=timedelta(minutes=5).total_seconds(),
+    )
+    instances = app.topic(settings.topic(TOPIC_INSTANCES), key_type=bytes, value_type=bytes)
+    exams = app.topic(settings.topic(TOPIC_EXAMS), key_type=bytes, value_type=bytes, partitions=k.partitions)
+    ticks = app.topic(settings.topic(TOPIC_TICKS), key_type=bytes, value_type=bytes, partitions=k.partitions)
+    # JSON values: the exam state is plain data (see ExamState.to_dict); keys stay raw pseudonym bytes
+    schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    exam_table = app.Table("exams", default=None, schema=schema, partitions=k.partitions)
+    return StreamsApp(settings, app, instances, exams, ticks, exam_table)

@@ -1,0 +1,41 @@
+"""`radpulse streams`: run a Faust worker (consumer group `<prefix>-streams`) assembling exams."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from schemas.config import load_settings
+
+log = logging.getLogger("radpulse.streams")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("streams", help="run a Faust worker: instances → exams (radpulse.exams)")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)")
+    p.add_argument("--web-port", type=int, help="Faust web port (default: [streams] web_port; 0 disables)")
+    p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import faust
+
+    from streams.app import create_app
+    from streams.exams_agent import ExamAgents
+
+    env = dict(os.environ)
+    if args.bootstrap:
+        env["RADPULSE_KAFKA__BOOTSTRAP_SERVERS"] = args.bootstrap
+    settings = load_settings(args.config, env=env)
+    web_port = settings.streams.web_port if args.web_port is None else args.web_port
+    sa = create_app(settings, web_port=web_port or None)
+    ExamAgents(sa)
+    log.info(
+        "streams worker (group %s) reading %s from %s", sa.app.conf.id, sa.instances.get_topic_name(),
+        settings.kafka.bootstrap_servers,
+    )
+    worker = faust.Worker(sa.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
