@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from edge_ingest.dicomtime import age_in_years, combine_utc, parse_age_string, parse_da, parse_dt_utc
@@ -72,19 +73,22 @@ class DeidContext:
 DoseExtractor = Callable[..., DoseReport | None]
 
 
+@lru_cache(maxsize=1024)
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(keyword)
+    return tag
+
+
 def _get(ds: Dataset, keyword: str) -> Any:
     """Value of a top-level attribute, or None when absent, empty or undecodable (a bad optional value must not
-    cost the object)."""
-    try:
-        elem = ds.data_element(keyword)
-    except (KeyError, ValueError, TypeError):
-        return None
-    except Exception:
-        return None
-    if elem is None:
+    cost the object). Looks the tag up first so absent attributes cost no conversion."""
+    tag = _tag(keyword)
+    if tag not in ds._dict:
         return None
     try:
-        value = elem.value
+        value = ds[tag].value
     except Exception:
         return None
     if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
@@ -175,29 +179,44 @@ def _name_parts(value: Any) -> list[str]:
     return parts
 
 
+@lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+_ID_TAGS = frozenset(t for k in _ID_KEYWORDS if (t := tag_for_keyword(k)) is not None)
+_ID_SEQUENCE_TAGS = frozenset(t for k in _ID_SEQUENCES if (t := tag_for_keyword(k)) is not None)
+
+
 def identifying_strings(ds: Dataset) -> tuple[str, ...]:
-    """Every name part, ID and order number this object itself carries: what free text must not repeat."""
+    """Every name part, ID and order number this object itself carries: what free text must not repeat.
+    Only person-name, identifier and order elements are decoded; the rest of the header stays raw."""
     found: set[str] = set()
 
     def collect(d: Dataset, depth: int) -> None:
-        for elem in d:
+        for tag, raw in list(d._dict.items()):
+            vr = raw.VR or _dictionary_vr(tag)  # implicit VR carries no VR on the wire
+            if vr != "PN" and tag not in _ID_TAGS and not (vr == "SQ" and tag in _ID_SEQUENCE_TAGS and depth < 2):
+                continue
             try:
-                vr = elem.VR
-                if vr == "PN":
-                    values = elem.value if type(elem.value).__name__ == "MultiValue" else [elem.value]
-                    for v in values:
-                        if v:
-                            found.update(_name_parts(v))
-                elif elem.keyword in _ID_KEYWORDS:
-                    values = elem.value if type(elem.value).__name__ == "MultiValue" else [elem.value]
-                    for v in values:
-                        if v:
-                            text = str(v).strip()
-                            found.add(text)
-                            found.update(w for w in re.split(r"[\s,;^]+", text) if len(w) >= 3)
-                elif vr == "SQ" and depth < 2 and elem.keyword in _ID_SEQUENCES:
-                    for item in elem.value:
+                value = d[tag].value
+                if vr == "SQ":
+                    for item in value:
                         collect(item, depth + 1)
+                    continue
+                values = value if type(value).__name__ == "MultiValue" else [value]
+                for v in values:
+                    if not v:
+                        continue
+                    if vr == "PN":
+                        found.update(_name_parts(v))
+                    else:
+                        text = str(v).strip()
+                        found.add(text)
+                        found.update(w for w in re.split(r"[\s,;^]+", text) if len(w) >= 3)
             except Exception:
                 continue
 

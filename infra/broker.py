@@ -72,6 +72,7 @@ class EmbeddedBroker:
     binary: str = ""
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    advertised_port: int | None = None  # differs from `port` only behind a proxy
 
     @property
     def bootstrap(self) -> str:
@@ -80,16 +81,17 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 30.0) -> EmbeddedBroker:
         binary = find_tansu(self.binary)
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
              "--storage-engine", "memory://tansu/"],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         try:
-            wait_for_kafka(self.bootstrap, timeout_s)
+            wait_for_kafka(f"127.0.0.1:{self.advertised_port or self.port}", timeout_s)
         except BrokerError:
             self.stop()
             raise
