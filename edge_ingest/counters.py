@@ -20,6 +20,7 @@ class EdgeCounters:
     ignored: int = 0
     rejected: int = 0
     out_of_resources: int = 0
+    workflow: int = 0
     rejected_reasons: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

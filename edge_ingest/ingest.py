@@ -20,10 +20,13 @@ from datetime import datetime
 from enum import IntEnum
 from typing import BinaryIO, Protocol
 
+from pydicom.dataset import Dataset
+
 from edge_ingest.counters import EdgeCounters
 from edge_ingest.deid import DeidContext, DoseExtractor, build_event
 from edge_ingest.extract import ExtractError, parse_header
 from edge_ingest.filters import CompiledFilter
+from edge_ingest.mpps import PpsLinks, mpps_event
 from edge_ingest.spool import Spool, SpoolFull
 from schemas import codec
 from schemas.events import InstanceEvent
@@ -212,3 +215,28 @@ def _text(ds: object, keyword: str) -> str | None:
     if value is None or value == "":
         return None
     return str(value).strip() or None
+
+
+class MppsIngestor:
+    """MPPS N-CREATE/N-SET → WorkflowEvent → Kafka or spool, with the same durability as C-STORE."""
+
+    def __init__(self, ctx: DeidContext, delivery: Delivery, topic: str, counters: EdgeCounters, links: PpsLinks):
+        self.ctx = ctx
+        self.delivery = delivery
+        self.topic = topic
+        self.counters = counters
+        self.links = links
+
+    def ingest(self, message: str, pps_uid: str, dataset: Dataset, calling_ae: str, received_at: datetime) -> Outcome:
+        try:
+            event = mpps_event(dataset, message=message, pps_uid=pps_uid, ctx=self.ctx, calling_ae=calling_ae,
+                               received_at=received_at)
+        except Exception as exc:
+            self.counters.reject("mpps_malformed")
+            return Outcome(Status.CANNOT_UNDERSTAND, reason=f"malformed MPPS {message} ({type(exc).__name__})")
+        event = self.links.complete(event)
+        self.links.remember(event)
+        key = (event.study_pseudonym or event.pps_pseudonym or "").encode()
+        status = self.delivery.deliver(self.topic, key, codec.encode(event))
+        self.counters.add("workflow")
+        return Outcome(status, reason=None if status == Status.SUCCESS else "spool full")

@@ -13,8 +13,9 @@ from edge_ingest.counters import EdgeCounters
 from edge_ingest.deid import DeidContext
 from edge_ingest.dose_sr import extract_dose_report
 from edge_ingest.filters import CompiledFilter
-from edge_ingest.ingest import Delivery, Ingestor
+from edge_ingest.ingest import Delivery, Ingestor, MppsIngestor
 from edge_ingest.keys import load_keys
+from edge_ingest.mpps import PpsLinks
 from edge_ingest.producer import KafkaSender, ensure_topics
 from edge_ingest.scp import make_ae, start_server
 from edge_ingest.spool import Spool
@@ -26,6 +27,7 @@ log = logging.getLogger("radpulse.edge")
 
 TOPIC_INSTANCES = "instances"
 TOPIC_EDGE_HEALTH = "edge_health"
+TOPIC_WORKFLOW = "workflow"
 
 
 @dataclass
@@ -56,6 +58,8 @@ class EdgeNode:
             self.counters,
             dose_extractor=extract_dose_report,
         )
+        self.mpps = MppsIngestor(ctx, self.delivery, s.topic(TOPIC_WORKFLOW), self.counters,
+                                 PpsLinks(data_dir / "mpps-links.sqlite"))
         self.started_at = datetime.now(UTC)
         self._stop = threading.Event()
         self._server = None
@@ -70,12 +74,13 @@ class EdgeNode:
         s = self.settings
         if create_topics:
             try:
-                ensure_topics(s.kafka, [s.topic(TOPIC_INSTANCES), s.topic(TOPIC_EDGE_HEALTH)], timeout_s=5)
+                ensure_topics(s.kafka, [s.topic(t) for t in (TOPIC_INSTANCES, TOPIC_EDGE_HEALTH, TOPIC_WORKFLOW)],
+                              timeout_s=5)
             except Exception as exc:
                 log.warning("could not check Kafka topics at %s (%s); events will spool until Kafka answers",
                             s.kafka.bootstrap_servers, type(exc).__name__)
         ae = make_ae(s.edge.ae_title, s.edge.allowed_calling_aes, s.edge.max_pdu)
-        self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest)
+        self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest, self.mpps.ingest)
         self._ticker = threading.Thread(target=self._tick, name="edge-counters", daemon=True)
         self._ticker.start()
         log.info(
@@ -118,3 +123,4 @@ class EdgeNode:
         self.delivery.close()
         self.sender.close()
         self.spool.close()
+        self.mpps.links.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from edge_ingest.ingest import Outcome, Received, Status
@@ -34,6 +34,7 @@ logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 def make_ae(ae_title: str, allowed_calling_aes: list[str], max_pdu: int = 0) -> AE:
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(Verification)
+    ae.add_supported_context(ModalityPerformedProcedureStep)
     ae.maximum_associations = 32
     ae.maximum_pdu_size = max_pdu
     ae.network_timeout = 60
@@ -81,18 +82,46 @@ def _on_store(event: Any, ingest: Callable[[Received], Outcome]) -> Dataset | in
     return _status(outcome)
 
 
+def _on_mpps(event: Any, message: str, ingest: Callable[..., Outcome]) -> tuple[int, Dataset | None]:
+    request = event.request
+    if message == "N-CREATE":
+        pps_uid = str(request.AffectedSOPInstanceUID or "")
+        dataset = event.attribute_list
+    else:
+        pps_uid = str(request.RequestedSOPInstanceUID or "")
+        dataset = event.modification_list
+    calling = event.assoc.requestor.ae_title
+    if not pps_uid:
+        log.warning("MPPS %s from %s without SOP Instance UID: answered 0xC000", message, calling)
+        return 0xC000, None
+    outcome = ingest(message, pps_uid, dataset, calling, datetime.now(UTC))
+    if outcome.status != Status.SUCCESS:
+        log.warning("MPPS %s from %s answered 0x%04X: %s", message, calling, outcome.status, outcome.reason)
+        return int(outcome.status), None
+    return 0x0000, dataset
+
+
 def _on_rejected(event: Any) -> None:
     log.warning("association from %s rejected", event.assoc.requestor.ae_title)
 
 
 def start_server(
-    ae: AE, host: str, port: int, ingest: Callable[[Received], Outcome]
+    ae: AE,
+    host: str,
+    port: int,
+    ingest: Callable[[Received], Outcome],
+    ingest_mpps: Callable[..., Outcome] | None = None,
 ) -> ThreadedAssociationServer:
     handlers = [
         (evt.EVT_C_ECHO, _on_echo),
         (evt.EVT_C_STORE, _on_store, [ingest]),
         (evt.EVT_REJECTED, _on_rejected),
     ]
+    if ingest_mpps is not None:
+        handlers += [
+            (evt.EVT_N_CREATE, _on_mpps, ["N-CREATE", ingest_mpps]),
+            (evt.EVT_N_SET, _on_mpps, ["N-SET", ingest_mpps]),
+        ]
     server = ae.start_server((host, port), block=False, evt_handlers=handlers)
     assert server is not None
     _disable_nagle(server)

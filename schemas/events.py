@@ -224,3 +224,37 @@ class Exam:
     mr_receive_coils: tuple[str, ...] = ()  # in order of first use
     mr_field_strength_t: float | None = None
     has_dose_report: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent:
+    """A timing fact about an order or exam from MPPS or HL7 (arrival, scheduling, ordering, procedure step).
+
+    Linked to exams by ``accession_pseudonym`` (HL7, MPPS) or ``study_pseudonym`` (MPPS); identifiers are
+    pseudonymised exactly like instance identifiers, with the same keys and labels.
+    """
+
+    event_id: str  # deterministic from source + message identity: a resend is the same event
+    site_id: str
+    edge_id: str
+    source: str  # "MPPS" | "HL7"
+    kind: str  # arrival | registration | scheduled | ordered | order_status | cancelled | no_show
+    #            | pps_in_progress | pps_completed | pps_discontinued
+    received_at: datetime
+    occurred_at: datetime | None = None  # when it happened (event time, UTC)
+    accession_pseudonym: str | None = None
+    accession_token: str | None = None
+    study_pseudonym: str | None = None
+    patient_pseudonym: str | None = None
+    pps_pseudonym: str | None = None  # MPPS SOP Instance, pseudonymised
+    message_type: str | None = None  # e.g. "ADT^A10", "ORM^O01", "SIU^S12", "N-CREATE", "N-SET"
+    order_status: str | None = None  # HL7 ORC-5 (SC, IP, CM, CA, DC, HD, A)
+    scheduled_start_utc: datetime | None = None
+    order_time_utc: datetime | None = None
+    pps_start_utc: datetime | None = None
+    pps_end_utc: datetime | None = None
+    modality: str | None = None
+    station_name: str | None = None
+    station_ae: str | None = None
+    calling_ae: str | None = None
+    procedure_description: str | None = None  # scrubbed
