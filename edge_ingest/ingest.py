@@ -70,8 +70,18 @@ class Sender(Protocol):
 class Delivery:
     """Kafka when it acknowledges, else the durable spool; drains the spool in order when Kafka returns."""
 
-    def __init__(self, sender: Sender, spool: Spool, counters: EdgeCounters, *, retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        spool: Spool,
+        counters: EdgeCounters,
+        *,
+        retry_s: float = 1.0,
+        drain_sender: Sender | None = None,
+    ) -> None:
         self.sender = sender
+        # draining has no sender waiting on it, so it may give Kafka longer to answer than a C-STORE can
+        self.drain_sender = drain_sender or sender
         self.spool = spool
         self.counters = counters
         self.retry_s = retry_s
@@ -126,9 +136,10 @@ class Delivery:
             if not batch:
                 time.sleep(0.05)
                 continue
-            error = self.sender.send_many([(r.topic, r.key, r.value) for r in batch])
+            error = self.drain_sender.send_many([(r.topic, r.key, r.value) for r in batch])
             if error is not None:
                 self.kafka_ok = False
+                log.debug("spool drain paused: %s", error)
                 time.sleep(self.retry_s)
                 continue
             self.kafka_ok = True

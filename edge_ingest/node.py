@@ -41,7 +41,8 @@ class EdgeNode:
         self.keys = load_keys(data_dir)
         self.spool = Spool(data_dir / "spool", int(s.edge.spool_max_mb * 1024 * 1024))
         self.sender = KafkaSender(s.kafka, s.edge.kafka_ack_timeout_s)
-        self.delivery = Delivery(self.sender, self.spool, self.counters)
+        self.drain_sender = KafkaSender(s.kafka, max(30.0, s.edge.kafka_ack_timeout_s), client_id="radpulse-edge-drain")
+        self.delivery = Delivery(self.sender, self.spool, self.counters, drain_sender=self.drain_sender)
         ctx = DeidContext(
             keys=self.keys,
             site_id=s.site.id,
@@ -122,5 +123,6 @@ class EdgeNode:
             self._server.shutdown()
         self.delivery.close()
         self.sender.close()
+        self.drain_sender.close()
         self.spool.close()
         self.mpps.links.close()

@@ -40,9 +40,10 @@ class _Waiter:
 
 
 class KafkaSender:
-    def __init__(self, settings: KafkaSettings, ack_timeout_s: float) -> None:
+    def __init__(self, settings: KafkaSettings, ack_timeout_s: float, client_id: str = "radpulse-edge") -> None:
         self.ack_timeout_s = ack_timeout_s
-        conf = client_config(settings) | {
+        self._fatal: str | None = None
+        self._conf = client_config(settings) | {
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
@@ -52,10 +53,12 @@ class KafkaSender:
             "message.timeout.ms": int(ack_timeout_s * 1000),
             "socket.keepalive.enable": True,
             "reconnect.backoff.max.ms": 1000,
-            "client.id": "radpulse-edge",
+            "client.id": client_id,
             "logger": logging.getLogger("radpulse.edge.librdkafka"),
+            "error_cb": self._on_error,
         }
-        self._producer = Producer(conf)
+        self._producer = Producer(self._conf)
+        self._lock = threading.Lock()
         self._running = True
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
@@ -64,6 +67,24 @@ class KafkaSender:
         while self._running:
             self._producer.poll(0.05)
 
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = f"{err.name()}: {err.str()}"
+
+    def _renew_if_fatal(self) -> None:
+        """An idempotent producer that hit a fatal error (e.g. after timeouts during an outage) never recovers:
+        replace it. Undelivered messages are failed back to their waiters, who spool or retry them."""
+        if self._fatal is None:
+            return
+        with self._lock:
+            if self._fatal is None:
+                return
+            log.warning("Kafka producer failed fatally (%s); starting a new one", self._fatal)
+            old = self._producer
+            self._producer = Producer(self._conf)
+            self._fatal = None
+        old.purge()
+        old.flush(0)
     @staticmethod
     def _on_delivery(waiter: _Waiter, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
@@ -76,6 +97,7 @@ class KafkaSender:
 
     def send_many(self, messages: Iterable[tuple[str, bytes, bytes]], timeout_s: float | None = None) -> str | None:
         """Produce messages in order and wait until all are acked; the first failure reason, or None."""
+        self._renew_if_fatal()
         waiters = []
         for topic, key, value in messages:
             waiter = _Waiter(threading.Event())

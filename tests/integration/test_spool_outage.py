@@ -68,7 +68,7 @@ def test_outage_spools_survives_edge_restart_and_drains_in_order(
     assert node.spool.pending >= 40
 
     proxy.start()  # Kafka is back
-    assert node.delivery.wait_drained(60), f"spool still holds {node.spool.pending} events"
+    assert node.delivery.wait_drained(120), f"spool still holds {node.spool.pending} events"
     node.stop()
 
     messages = read_messages(bootstrap, settings.topic("instances"), expect=60, timeout_s=30)
@@ -91,7 +91,7 @@ def test_full_spool_answers_out_of_resources(proxied_broker, tmp_path: Path, top
     accepted = statuses.index(0xA700)
     assert accepted >= 1 and all(s == 0 for s in statuses[:accepted])
     proxy.start()
-    assert node.delivery.wait_drained(60)
+    assert node.delivery.wait_drained(120)
     time.sleep(0.5)
     node.stop()
     events = read_messages(bootstrap, settings.topic("instances"), expect=statuses.count(0), timeout_s=20)
