@@ -15,6 +15,7 @@ from edge_ingest.dose_sr import extract_dose_report
 from edge_ingest.filters import CompiledFilter
 from edge_ingest.ingest import Delivery, Ingestor, MppsIngestor
 from edge_ingest.keys import load_keys
+from edge_ingest.mllp import Hl7Ingestor, MllpServer
 from edge_ingest.mpps import PpsLinks
 from edge_ingest.producer import KafkaSender, ensure_topics
 from edge_ingest.scp import make_ae, start_server
@@ -61,6 +62,8 @@ class EdgeNode:
         )
         self.mpps = MppsIngestor(ctx, self.delivery, s.topic(TOPIC_WORKFLOW), self.counters,
                                  PpsLinks(data_dir / "mpps-links.sqlite"))
+        self.hl7 = Hl7Ingestor(ctx, self.delivery, s.topic(TOPIC_WORKFLOW), self.counters)
+        self.mllp: MllpServer | None = None
         self.started_at = datetime.now(UTC)
         self._stop = threading.Event()
         self._server = None
@@ -82,6 +85,11 @@ class EdgeNode:
                             s.kafka.bootstrap_servers, type(exc).__name__)
         ae = make_ae(s.edge.ae_title, s.edge.allowed_calling_aes, s.edge.max_pdu)
         self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest, self.mpps.ingest)
+        if s.hl7.enabled:
+            self.mllp = MllpServer(s.hl7.host, s.hl7.port, self.hl7.handle,
+                                   max_message_bytes=s.hl7.max_message_kb * 1024, counters=self.counters).start()
+            log.info("HL7 v2 (MLLP) listening on %s:%d → topic %s", s.hl7.host, self.mllp.port,
+                     s.topic(TOPIC_WORKFLOW))
         self._ticker = threading.Thread(target=self._tick, name="edge-counters", daemon=True)
         self._ticker.start()
         log.info(
@@ -121,6 +129,8 @@ class EdgeNode:
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
+        if self.mllp is not None:
+            self.mllp.stop()
         self.delivery.close()
         self.sender.close()
         self.drain_sender.close()

@@ -124,6 +124,14 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class Hl7Settings:
+    enabled: bool = _setting(True, "Listen for HL7 v2 over MLLP (ADT arrivals, ORM/OMI orders, SIU schedules).")
+    host: str = _setting("0.0.0.0", "Address the MLLP listener binds to.")
+    port: int = _setting(2575, "MLLP port (2575 is the registered HL7 port).", _port)
+    max_message_kb: int = _setting(1024, "Largest HL7 message accepted; larger ones get a NAK.", _positive)
+
+
+@dataclass(frozen=True)
 class KafkaSettings:
     bootstrap_servers: str = _setting(
         "127.0.0.1:9092", "Kafka bootstrap servers. Leave the default to use the embedded broker from `radpulse up`."
@@ -172,6 +180,7 @@ class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     filters: SourceFilter = field(default_factory=SourceFilter)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)

@@ -79,6 +79,8 @@ def edge_settings(tmp_path: Path, bootstrap: str, topic_prefix: str, **sections:
         "RADPULSE_SITE__TIMEZONE": "Asia/Shanghai",
         "RADPULSE_EDGE__KAFKA_ACK_TIMEOUT_S": "3",
         "RADPULSE_EDGE__COUNTERS_INTERVAL_S": "1",
+        "RADPULSE_HL7__PORT": "0",
+        "RADPULSE_HL7__HOST": "127.0.0.1",
     }
     for section, values in sections.items():
         for k, v in values.items():
