@@ -61,7 +61,8 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     instances = app.topic(settings.topic(TOPIC_INSTANCES), key_type=bytes, value_type=bytes)
     exams = app.topic(settings.topic(TOPIC_EXAMS), key_type=bytes, value_type=bytes, partitions=k.partitions)
     ticks = app.topic(settings.topic(TOPIC_TICKS), key_type=bytes, value_type=bytes, partitions=k.partitions)
-    # JSON values: the exam state is plain data (see ExamState.to_dict); keys stay raw pseudonym bytes
-    schema = faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json")
+    # JSON keys and values: Faust's changelog recovery decodes keys as JSON whatever the write side used, so the
+    # table keeps str keys (the pseudonym) and plain-data values (ExamState.to_dict)
+    schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
     exam_table = app.Table("exams", default=None, schema=schema, partitions=k.partitions)
     return StreamsApp(settings, app, instances, exams, ticks, exam_table)

@@ -28,16 +28,16 @@ class ExamAgents:
         self.quiet_s = sa.settings.streams.quiet_minutes * 60
         self.idle_s = sa.settings.streams.idle_close_s
         self.device_clock: dict[str, int] = {}  # device → latest event time seen (µs): the stream's clock
-        self.pending_ticks: dict[bytes, float] = {}
+        self.pending_ticks: dict[str, float] = {}
         self.counters = {"instances": 0, "duplicates": 0, "undecodable": 0, "published": 0, "closed": 0}
         app = sa.app
         app.agent(sa.instances, name="assemble-exams")(self.assemble)
         app.agent(sa.ticks, name="close-exams")(self.close)
         app.timer(interval=sa.settings.streams.tick_interval_s)(self.scan)
 
-    async def _publish(self, key: bytes, state: ExamState, status: str) -> None:
+    async def _publish(self, key: str, state: ExamState, status: str) -> None:
         state, exam = publish(state, status, datetime.now(UTC))
-        await self.sa.exams.send(key=key, value=codec.encode(exam))
+        await self.sa.exams.send(key=key.encode(), value=codec.encode(exam))
         self.counters["published"] += 1
 
     async def assemble(self, stream) -> None:  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ class ExamAgents:
                 log.warning("skipped an undecodable message on %s (key %s)", self.sa.instances.get_topic_name(),
                             (key or b"")[:40])
                 continue
-            exam_key = event.study_pseudonym.encode()
+            exam_key = event.study_pseudonym
             raw = table.get(exam_key)
             before = ExamState.from_dict(raw) if raw else None
             was_complete = before is not None and before.status == "complete"
@@ -67,7 +67,8 @@ class ExamAgents:
 
     async def close(self, stream) -> None:  # type: ignore[no-untyped-def]
         table = self.sa.exam_table
-        async for key, _value in stream.items():
+        async for raw_key, _value in stream.items():
+            key = raw_key.decode()
             self.pending_ticks.pop(key, None)
             raw = table.get(key)
             if not raw:
@@ -93,4 +94,4 @@ class ExamAgents:
                 continue  # a tick is on its way
             if self._due(ExamState.from_dict(raw)):
                 self.pending_ticks[key] = now
-                await self.sa.ticks.send(key=key, value=b"tick")
+                await self.sa.ticks.send(key=key.encode(), value=b"tick")
