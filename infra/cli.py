@@ -11,7 +11,7 @@ import sys
 from schemas.config import ConfigError
 
 # Packages whose cli.py adds subcommands, in the order the help lists them.
-_CONTRIBUTORS = ("infra.broker_cli", "edge_ingest.cli", "streams.cli")
+_CONTRIBUTORS = ("infra.up_cli", "infra.broker_cli", "edge_ingest.cli", "streams.cli", "sinks.cli")
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -25,7 +25,7 @@ def setup_logging(level: str = "INFO") -> None:
         handler = logging.StreamHandler(sys.stderr)
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level.upper(), handlers=[handler], format=fmt, force=True)
-    for noisy in ("faust", "mode", "aiokafka", "kafka"):
+    for noisy in ("faust", "mode", "aiokafka", "kafka", "pynetdicom"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

@@ -46,6 +46,13 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         broker.stop()
 
 
+@pytest.fixture(scope="session")
+def chdb_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one chDB folder this test process may open: chDB runs one engine per process, so every test that needs
+    ClickHouse gets its own DATABASE inside this folder."""
+    return tmp_path_factory.mktemp("chdb")
+
+
 @pytest.fixture
 def topic_prefix() -> str:
     """A fresh topic namespace per test, so tests never read each other's events."""

@@ -1,0 +1,143 @@
+"""`radpulse sql`, `radpulse sink` and `radpulse clickhouse migrate`. Heavy imports wait until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from schemas.config import load_settings
+
+log = logging.getLogger("radpulse.sinks")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser("sql", help="run one read-only query (through a running sink's endpoint, else directly)")
+    q.add_argument("query", help='e.g. "SELECT modality, count() FROM exams_latest GROUP BY modality"')
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output (default: table)")
+    q.set_defaults(func=run_sql)
+
+    s = sub.add_parser("sink", help="consume events from Kafka into ClickHouse and serve the read-only SQL endpoint")
+    s.add_argument("--bootstrap", help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)")
+    s.set_defaults(func=run_sink)
+
+    c = sub.add_parser("clickhouse", help="ClickHouse schema maintenance")
+    actions = c.add_subparsers(dest="clickhouse_action", metavar="ACTION", required=True)
+    m = actions.add_parser("migrate", help="apply pending migrations to [clickhouse] url (a rerun is a no-op)")
+    m.set_defaults(func=run_migrate)
+
+
+def _fail(exc: Exception, code: int = 1) -> int:
+    print(f"radpulse: {exc}", file=sys.stderr)
+    return code
+
+
+def run_sql(args: argparse.Namespace) -> int:
+    from sinks.errors import RefusedQuery, SinkError
+    from sinks.sql import query
+
+    settings = load_settings(args.config)
+    try:
+        answer = query(settings, args.query)
+    except RefusedQuery as exc:
+        return _fail(exc, 2)
+    except SinkError as exc:
+        return _fail(exc)
+    if args.format == "json":
+        json.dump(answer.to_json(), sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    elif args.format == "csv":
+        out = csv.writer(sys.stdout)
+        out.writerow(answer.columns)
+        for row in answer.rows:
+            out.writerow(["" if v is None else json.dumps(v) if isinstance(v, list | dict) else v for v in row])
+    else:
+        _print_table(answer.columns, answer.types, answer.rows)
+    return 0
+
+
+def _print_table(columns: list[str], types: list[str], rows: list[list[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, caption=f"{len(rows)} row{'s' if len(rows) != 1 else ''}", caption_justify="left")
+    numeric = [t.removeprefix("Nullable(").startswith(("Int", "UInt", "Float", "Decimal")) for t in types]
+    for col, is_num in zip(table.columns, numeric, strict=True):
+        col.justify = "right" if is_num else "left"
+    for row in rows:
+        table.add_row(*("[dim]NULL[/dim]" if v is None else _escape(v) for v in row))
+    Console().print(table)
+
+
+def _escape(value: object) -> str:
+    from rich.markup import escape
+
+    return escape(json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else str(value))
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from sinks.clickhouse import connect
+    from sinks.errors import SinkError
+    from sinks.migrate import applied, migrate
+
+    settings = load_settings(args.config)
+    try:
+        db = connect(settings.clickhouse.url)
+        try:
+            new = migrate(db)
+            versions = applied(db)
+        finally:
+            db.close()
+    except SinkError as exc:
+        return _fail(exc)
+    done = ", ".join(f"{v:04d}_{name}" for v, (name, _) in sorted(versions.items()))
+    print(f"{'applied ' + ', '.join(m.filename for m in new) if new else 'nothing to apply'}; schema is at: {done}")
+    return 0
+
+
+def run_sink(args: argparse.Namespace) -> int:
+    from sinks.clickhouse import connect
+    from sinks.errors import SinkError
+    from sinks.migrate import migrate
+    from sinks.query_server import QueryServer
+    from sinks.writer import SinkWriter
+
+    env = dict(os.environ)
+    if args.bootstrap:
+        env["RADPULSE_KAFKA__BOOTSTRAP_SERVERS"] = args.bootstrap
+    settings = load_settings(args.config, env=env)
+    for line in settings.masked_lines():
+        log.info("settings %s", line)
+    try:
+        db = connect(settings.clickhouse.url)
+        migrate(db)
+    except SinkError as exc:
+        return _fail(exc)
+    reader = db.reopen()  # the endpoint's own client: a dashboard query never holds up an insert
+    try:
+        server = QueryServer(reader, settings.clickhouse.query_port).start()
+    except OSError as exc:
+        reader.close()
+        db.close()
+        return _fail(
+            f"cannot listen on 127.0.0.1:{settings.clickhouse.query_port} ({exc.strerror}); set [clickhouse] "
+            "query_port / RADPULSE_CLICKHOUSE__QUERY_PORT to a free port (0 = any)"
+        )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    writer = SinkWriter(settings, db)
+    log.info("sink: Kafka %s → %s", settings.kafka.bootstrap_servers, db.describe())
+    try:
+        writer.run(stop)
+    finally:
+        server.stop()
+        server.db.close()
+        db.close()
+    log.info("sink stopped: %s", writer.status())
+    return 0

@@ -1,0 +1,117 @@
+"""The read-only guard of `radpulse sql` (sinks.sql.guard) and the lexer under it: pure, no engine.
+
+The engine also runs every query with readonly=1; these tests cover what the guard alone must catch, including
+INTO OUTFILE, which chDB executes even in readonly mode.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sinks.errors import RefusedQuery
+from sinks.sql import guard, jsonable
+from sinks.sqltext import LexError, lex, split_statements
+
+ALLOWED = [
+    ("SELECT 1", "SELECT 1"),
+    ("select count() from exams_latest", "select count() from exams_latest"),
+    ("  SELECT 1 ;  ", "SELECT 1"),
+    ("SELECT 1;;", "SELECT 1"),
+    ("WITH 1 AS x SELECT x", "WITH 1 AS x SELECT x"),
+    ("SHOW TABLES", "SHOW TABLES"),
+    ("show create table exams", "show create table exams"),
+    ("DESCRIBE TABLE instances", "DESCRIBE TABLE instances"),
+    ("desc instances", "desc instances"),
+    ("EXPLAIN SELECT 1", "EXPLAIN SELECT 1"),
+    ("(SELECT 1) UNION ALL (SELECT 2)", "(SELECT 1) UNION ALL (SELECT 2)"),
+    ("-- a comment\nSELECT 1", "SELECT 1"),
+    ("/* lead */ SELECT /* mid */ 1 -- tail", "SELECT 1"),
+    ("# hash comment\nSELECT 1", "SELECT 1"),
+    ("SELECT 'DROP TABLE x; --' AS s", "SELECT 'DROP TABLE x; --' AS s"),  # inside a string: data, not SQL
+    ('SELECT `drop`, "update" FROM t', 'SELECT `drop`, "update" FROM t'),  # quoted names
+    ("SELECT 'it''s', 'a\\'b'", "SELECT 'it''s', 'a\\'b'"),
+    ("SELECT * FROM system.parts WHERE table = 'exams'", "SELECT * FROM system.parts WHERE table = 'exams'"),
+    ("SELECT updated_at, created FROM exams", "SELECT updated_at, created FROM exams"),  # words, not keywords
+    ("SELECT 1 /* nested /* comment */ still */", "SELECT 1"),
+]
+
+REFUSED = [
+    ("DROP TABLE exams", "refused DROP"),
+    ("drop table exams", "refused DROP"),
+    ("INSERT INTO exams SELECT * FROM exams", "refused INSERT"),
+    ("ALTER TABLE exams DELETE WHERE 1", "refused ALTER"),
+    ("CREATE TABLE x (a Int8) ENGINE = Memory", "refused CREATE"),
+    ("TRUNCATE TABLE instances", "refused TRUNCATE"),
+    ("OPTIMIZE TABLE exams FINAL", "refused OPTIMIZE"),
+    ("SYSTEM STOP MERGES", "refused SYSTEM"),
+    ("KILL QUERY WHERE 1", "refused KILL"),
+    ("ATTACH TABLE x", "refused ATTACH"),
+    ("DETACH TABLE exams", "refused DETACH"),
+    ("RENAME TABLE exams TO e2", "refused RENAME"),
+    ("GRANT SELECT ON *.* TO u", "refused GRANT"),
+    ("SET readonly = 0", "refused SET"),
+    ("USE other", "refused USE"),
+    ("DELETE FROM exams WHERE 1", "refused DELETE"),
+    ("UPDATE exams SET status = 'x' WHERE 1", "refused UPDATE"),
+    ("SELECT 1; DROP TABLE x", "2 statements"),
+    ("select 1;drop table x;", "2 statements"),
+    ("SELECT 1 -- ok\n; DROP TABLE x", "2 statements"),
+    ("/* SELECT */ DROP TABLE x", "refused DROP"),
+    ("-- SELECT 1\nDROP TABLE x", "refused DROP"),
+    ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", "contains INSERT"),
+    ("EXPLAIN PIPELINE INSERT INTO t SELECT 1", "contains INSERT"),
+    ("SELECT 1 INTO OUTFILE '/tmp/x'", "INTO OUTFILE"),
+    ("select * from exams into outfile 'x.csv'", "INTO OUTFILE"),
+    ("SELECT 1 SETTINGS readonly = 0", "readonly"),
+    ("SHOW TABLES; SHOW DATABASES", "2 statements"),
+    ("", "no statement"),
+    ("  ;  -- nothing\n", "no statement"),
+    ("SELECT 'unterminated", "cannot read"),
+    ("SELECT 1 /* unterminated", "cannot read"),
+    ("(DROP TABLE x)", "refused DROP"),
+]
+
+
+@pytest.mark.parametrize(("sql", "runs"), ALLOWED)
+def test_allowed(sql: str, runs: str) -> None:
+    assert guard(sql) == runs
+
+
+@pytest.mark.parametrize(("sql", "why"), REFUSED)
+def test_refused(sql: str, why: str) -> None:
+    with pytest.raises(RefusedQuery, match=why):
+        guard(sql)
+
+
+def test_refusal_names_the_fix() -> None:
+    with pytest.raises(RefusedQuery) as info:
+        guard("SELECT drop FROM t")
+    assert "read-only" in str(info.value) and "`drop`" in str(info.value)
+
+
+def test_what_runs_has_no_comment_left() -> None:
+    # the guard returns what will run; a comment that hid something can't survive into it
+    ran = guard("SELECT 1 /* ; DROP TABLE x */ -- ; DROP TABLE y")
+    assert ran == "SELECT 1" and "DROP" not in ran
+
+
+def test_lexer_round_trips_its_input() -> None:
+    sql = "SELECT 'a;b' /* c */ , `d;` -- e\n FROM t;  SELECT 2"
+    assert "".join(t.text for t in lex(sql)) == sql
+    assert len(split_statements(sql)) == 2
+
+
+def test_lexer_rejects_unterminated_identifier() -> None:
+    with pytest.raises(LexError, match="unterminated"):
+        lex("SELECT `abc")
+
+
+def test_jsonable_values() -> None:
+    from datetime import UTC, datetime
+    from decimal import Decimal
+    from uuid import UUID
+
+    assert jsonable(datetime(2024, 3, 1, tzinfo=UTC)) == "2024-03-01T00:00:00+00:00"
+    assert jsonable(float("nan")) is None and jsonable(1.5) == 1.5
+    assert jsonable(("a", [1, None])) == ["a", [1, None]]
+    assert jsonable(Decimal("1.10")) == "1.10" and jsonable(UUID(int=0)) == "00000000-0000-0000-0000-000000000000"
