@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 
@@ -224,6 +224,11 @@ class Exam:
     mr_receive_coils: tuple[str, ...] = ()  # in order of first use
     mr_field_strength_t: float | None = None
     has_dose_report: bool = False
+    # v2: the standard exam type the mapping rules gave this exam
+    exam_type: str | None = None
+    exam_type_rule: str | None = None
+    exam_type_confidence: float | None = None
+    unmapped_hash: str | None = None  # hash of the normalised text when no rule matched (never the text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,3 +263,138 @@ class WorkflowEvent:
     station_ae: str | None = None
     calling_ae: str | None = None
     procedure_description: str | None = None  # scrubbed
+
+
+@dataclass(frozen=True, slots=True)
+class ExamDose:
+    """The dose of one completed exam with its standard exam type, published with the exam's version."""
+
+    exam_key: str
+    site_id: str
+    version: int
+    updated_at: datetime
+    source: str  # "REPORT" | "HEADER" | "NONE"
+    device_id: str | None = None
+    station_name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    modality: str | None = None
+    exam_type: str = "UNMAPPED"
+    exam_type_rule: str | None = None
+    not_patient: bool = False
+    start_utc: datetime | None = None
+    patient_age_years: int | None = None
+    patient_sex: str | None = None
+    patient_weight_kg: float | None = None
+    patient_height_m: float | None = None
+    protocol: str | None = None  # scrubbed acquisition protocol or protocol name
+    report_count: int = 0
+    event_count: int = 0
+    dlp_total_mgy_cm: float | None = None
+    dlp_phantom: str | None = None
+    ctdivol_max_mgy: float | None = None
+    ctdivol_mean_mgy: float | None = None
+    ctdivol_phantom: str | None = None
+    ssde_mgy: float | None = None
+    water_equivalent_diameter_mm: float | None = None
+    dap_total_gy_cm2: float | None = None
+    fluoro_time_s: float | None = None
+    dose_rp_mgy: float | None = None
+    entrance_dose_mgy: float | None = None
+    agd_left_mgy: float | None = None
+    agd_right_mgy: float | None = None
+    agd_max_breast_mgy: float | None = None
+    exposure_index_mean: float | None = None
+    deviation_index_mean: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DoseAlert:
+    """A completed exam whose dose quantity exceeds its DRL."""
+
+    alert_id: str  # deterministic from exam, quantity and DRL table: a replay is the same alert
+    exam_key: str
+    site_id: str
+    exam_version: int
+    created_at: datetime
+    quantity: str  # CTDIVOL | DLP | DAP | AGD | ...
+    value: float
+    unit: str
+    drl_value: float
+    ratio: float
+    drl_table: str
+    drl_source: str
+    exam_type: str
+    device_id: str | None = None
+    station_name: str | None = None
+    modality: str | None = None
+    phantom: str | None = None
+    protocol: str | None = None
+    exam_start_utc: datetime | None = None
+    patient_age_years: int | None = None
+    patient_sex: str | None = None
+    patient_weight_kg: float | None = None
+    water_equivalent_diameter_mm: float | None = None
+    ssde_mgy: float | None = None
+    accession_token: str | None = None  # so a reviewer can `radpulse reveal` it at the hospital
+    not_patient: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKpi:
+    """Utilization of one device over one local day or hour, recomputed from the latest exams (versioned)."""
+
+    site_id: str
+    device: str  # station name, else device id
+    grain: str  # "day" | "hour"
+    local_date: date
+    hour_local: int  # -1 for the day grain
+    version: int  # processing time in µs: a later recomputation wins
+    updated_at: datetime
+    modality: str | None = None
+    exams: int = 0
+    qa_exams: int = 0
+    discontinued_exams: int = 0
+    busy_minutes: float = 0.0
+    busy_outside_hours_minutes: float = 0.0
+    operating_minutes: float = 0.0
+    idle_minutes: float = 0.0
+    changeover_minutes: float = 0.0
+    utilization_pct: float | None = None
+    changeover_p50_s: float | None = None
+    changeover_p90_s: float | None = None
+    changeover_coil_change_p50_s: float | None = None
+    changeover_coil_change_p90_s: float | None = None
+    changeover_same_coil_p50_s: float | None = None
+    changeover_same_coil_p90_s: float | None = None
+    coil_changes: int = 0
+    coil_batching_minutes_saved: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExamTiming:
+    """Per-exam timing for utilization and wait time: the interval used, changeover before it, and waits."""
+
+    exam_key: str
+    site_id: str
+    version: int
+    updated_at: datetime
+    device: str
+    modality: str | None = None
+    exam_type: str | None = None
+    local_date: date | None = None
+    hour_local: int | None = None
+    start_utc: datetime | None = None
+    end_utc: datetime | None = None
+    duration_s: float | None = None
+    timing_source: str | None = None  # "MPPS" | "IMAGES"
+    discontinued: bool = False
+    not_patient: bool = False
+    coil: str | None = None
+    previous_coil: str | None = None
+    changeover_s: float | None = None
+    coil_changed: bool | None = None
+    arrival_to_start_s: float | None = None
+    arrival_kind: str | None = None
+    order_to_start_s: float | None = None
+    scheduled_delay_s: float | None = None

@@ -9,12 +9,23 @@ from the dataclasses: a new event field must not break inserts before a migratio
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from schemas.events import EdgeHeartbeat, Exam, InstanceEvent, IrradiationEvent
+from schemas.events import (
+    DeviceKpi,
+    DoseAlert,
+    EdgeHeartbeat,
+    Exam,
+    ExamDose,
+    ExamTiming,
+    InstanceEvent,
+    IrradiationEvent,
+    WorkflowEvent,
+)
 from sinks.errors import RowError
 
 Row = tuple[Any, ...]
@@ -75,7 +86,7 @@ EXAM_COLUMNS: tuple[str, ...] = (
     "accession_token", "patient_age_years", "patient_sex", "patient_weight_kg", "patient_height_m", "not_patient",
     "start_utc", "end_utc", "duration_s", "study_datetime_utc", "pps_start_utc", "pps_end_utc", "series_count",
     "instance_count", "first_received_at", "last_received_at", "mr_receive_coils", "mr_field_strength_t",
-    "has_dose_report",
+    "has_dose_report", "exam_type", "exam_type_rule", "exam_type_confidence", "unmapped_hash",
 )  # fmt: skip
 
 EDGE_HEALTH_COLUMNS: tuple[str, ...] = (
@@ -83,12 +94,26 @@ EDGE_HEALTH_COLUMNS: tuple[str, ...] = (
     "out_of_resources", "spool_pending", "spool_bytes", "kafka_ok",
 )  # fmt: skip
 
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+# These tables mirror their event one to one (migrations/0002_dose_utilization.sql).
+FLAT_TABLES: dict[type, str] = {
+    ExamDose: "exam_dose",
+    DoseAlert: "dose_alerts",
+    DeviceKpi: "device_kpis",
+    ExamTiming: "exam_timing",
+    WorkflowEvent: "workflow_events",
+}
+
 # table name → its columns, in insert order
 COLUMNS: dict[str, tuple[str, ...]] = {
     "instances": INSTANCE_COLUMNS,
     "irradiation_events": IRRADIATION_COLUMNS,
     "exams": EXAM_COLUMNS,
     "edge_health": EDGE_HEALTH_COLUMNS,
+    **{table: _fields(cls) for cls, table in FLAT_TABLES.items()},
 }
 
 
@@ -191,3 +216,5 @@ def rows_for(obj: object) -> Iterable[tuple[str, list[Row]]]:
         yield "exams", [exam_row(obj)]
     elif isinstance(obj, EdgeHeartbeat):
         yield "edge_health", [edge_health_row(obj)]
+    elif (table := FLAT_TABLES.get(type(obj))) is not None:
+        yield table, [tuple(_cell(getattr(obj, c)) for c in COLUMNS[table])]

@@ -23,7 +23,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from schemas.codec import DecodeError, decode_record, from_record
 from schemas.config import Settings
-from schemas.events import EdgeHeartbeat, Exam, InstanceEvent
+from schemas.events import (
+    DeviceKpi,
+    DoseAlert,
+    EdgeHeartbeat,
+    Exam,
+    ExamDose,
+    ExamTiming,
+    InstanceEvent,
+    WorkflowEvent,
+)
 from schemas.registry import UnknownSchemaError
 from sinks.batcher import Batcher, Partition
 from sinks.clickhouse import Database
@@ -34,8 +43,11 @@ from sinks.rows import COLUMNS, Row, rows_for
 log = logging.getLogger("radpulse.sinks.writer")
 
 GROUP_ID = "radpulse-sink"
-TOPICS = ("instances", "exams", "edge_health")
-ROUTES: dict[str, type] = {"InstanceEvent": InstanceEvent, "Exam": Exam, "EdgeHeartbeat": EdgeHeartbeat}
+TOPICS = ("instances", "exams", "edge_health", "exam_dose", "dose_alerts", "device_kpis", "exam_timing", "workflow")
+ROUTES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (InstanceEvent, Exam, EdgeHeartbeat, ExamDose, DoseAlert, DeviceKpi, ExamTiming, WorkflowEvent)
+}
 _SAFE_REASONS = (DecodeError, UnknownSchemaError, RowError)  # our own messages: they never quote the payload
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from schemas.events import EdgeHeartbeat
 from sinks.bench import synthetic_exam, synthetic_instance
 from sinks.clickhouse import Database, connect, parse_url
 from sinks.errors import ClickHouseUrlError, EngineConflictError, MigrationError
-from sinks.migrate import MIGRATIONS_DIR, applied, migrate
+from sinks.migrate import MIGRATIONS_DIR, applied, discover, migrate
 from sinks.query_server import QueryServer
 from sinks.rows import COLUMNS, exam_row
 from sinks.sql import ENDPOINT_HEADER, ask_endpoint, query
@@ -150,11 +151,12 @@ def test_a_second_folder_in_this_process_is_a_clear_error(db: Database, tmp_path
 def test_migrations_are_idempotent(db: Database) -> None:
     before = db.query("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version").rows
     tables = db.query("SHOW TABLES").rows
-    assert [r[:2] for r in before] == [(1, "base")]
+    assert [r[:2] for r in before] == [(1, "base"), (2, "dose_utilization")]
     assert migrate(db) == [] and migrate(db) == []
     assert db.query("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version").rows == before
     assert db.query("SHOW TABLES").rows == tables
-    assert {t for (t,) in tables} >= {"instances", "irradiation_events", "exams", "exams_latest", "edge_health"}
+    assert {t for (t,) in tables} >= {"instances", "irradiation_events", "exams", "exams_latest", "edge_health",
+                                     "exam_dose", "dose_alerts", "dose_reviews", "device_kpis", "exam_timing"}
 
 
 def test_table_columns_are_the_row_columns(db: Database) -> None:
@@ -164,12 +166,14 @@ def test_table_columns_are_the_row_columns(db: Database) -> None:
 
 def test_an_edited_migration_is_refused_and_a_new_one_applies(db: Database, tmp_path: Path) -> None:
     folder = tmp_path / "migrations"
-    folder.mkdir()
+    shutil.copytree(MIGRATIONS_DIR, folder)  # every released migration, already applied to db
     base = (MIGRATIONS_DIR / "0001_base.sql").read_text()
     (folder / "0001_base.sql").write_text("-- comments may change\n" + base)
-    (folder / "0002_note.sql").write_text("CREATE TABLE IF NOT EXISTS notes (n String) ENGINE = MergeTree ORDER BY n;")
-    assert [m.filename for m in migrate(db, folder)] == ["0002_note.sql"]
-    assert sorted(applied(db)) == [1, 2]
+    released = [m.version for m in discover()]
+    note = f"{len(released) + 1:04d}_note.sql"
+    (folder / note).write_text("CREATE TABLE IF NOT EXISTS notes (n String) ENGINE = MergeTree ORDER BY n;")
+    assert [m.filename for m in migrate(db, folder)] == [note]
+    assert sorted(applied(db)) == [*released, len(released) + 1]
     edited = base.replace("INTERVAL 90 DAY", "INTERVAL 30 DAY")
     assert edited != base
     (folder / "0001_base.sql").write_text(edited)
@@ -356,7 +360,7 @@ def test_query_endpoint_answers_select_and_refuses_writes(db: Database) -> None:
 
 def test_sql_opens_the_database_when_nothing_listens(db: Database) -> None:
     port = free_port()
-    answer = query(settings_for(db, port=port), "SELECT name FROM schema_migrations")
+    answer = query(settings_for(db, port=port), "SELECT name FROM schema_migrations WHERE version = 1")
     assert (answer.via, answer.rows) == ("direct", [["base"]])
 
 
@@ -382,9 +386,10 @@ def test_cli_migrate_and_sql_on_a_folder_nothing_holds(tmp_path: Path, chdb_root
     env = {"RADPULSE_CLICKHOUSE__URL": "chdb://./data/chdb", "RADPULSE_CLICKHOUSE__QUERY_PORT": str(free_port())}
     done = radpulse(["clickhouse", "migrate"], env, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "applied 0001_base.sql" in done.stdout and (tmp_path / "data" / "chdb").is_dir()
+    assert "applied 0001_base.sql" in done.stdout and (tmp_path / "data" / "chdb").is_dir(), done.stdout
 
-    out = radpulse(["sql", "--format", "json", "SELECT version, name FROM schema_migrations"], env, tmp_path)
+    sql = "SELECT version, name FROM schema_migrations WHERE version = 1"
+    out = radpulse(["sql", "--format", "json", sql], env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {
         "columns": ["version", "name"],

@@ -37,12 +37,26 @@ def as_dict(table: str, row: rows.Row) -> dict[str, object]:
 
 
 def migration_columns() -> dict[str, list[str]]:
-    """Column names per CREATE TABLE in the migration files, in order (a text read, no engine)."""
+    """Column names per table after every migration file, in order: CREATE TABLE bodies, then ALTER TABLE … ADD
+    COLUMN (appended, or placed by AFTER/FIRST). A text read, no engine."""
     out: dict[str, list[str]] = {}
+    statement = re.compile(
+        r"CREATE TABLE IF NOT EXISTS (?P<table>\w+)\s*\((?P<body>.*?)\n\)"
+        r"|ALTER TABLE (?P<altered>\w+) ADD COLUMN (?:IF NOT EXISTS )?(?P<column>\w+) [^;]*?"
+        r"(?: AFTER (?P<after>\w+)| (?P<first>FIRST))?;",
+        re.S,
+    )
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
-        for m in re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*?)\n\)", path.read_text(), re.S):
-            cols = [line.split()[0] for line in m[2].splitlines() if re.match(r"\s+[a-z][a-z0-9_]* [A-Z]", line)]
-            out[m[1]] = cols
+        for m in statement.finditer(path.read_text()):
+            if m["table"]:
+                lines = m["body"].splitlines()
+                out[m["table"]] = [ln.split()[0] for ln in lines if re.match(r"\s+[a-z][a-z0-9_]* [A-Z]", ln)]
+                continue
+            columns = out.setdefault(m["altered"], [])
+            if m["column"] in columns:
+                continue  # IF NOT EXISTS: already there
+            at = 0 if m["first"] else columns.index(m["after"]) + 1 if m["after"] else len(columns)
+            columns.insert(at, m["column"])
     return out
 
 
