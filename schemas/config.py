@@ -176,6 +176,27 @@ class StreamsSettings:
 
 
 @dataclass(frozen=True)
+class DoseSettings:
+    exam_type_rules: str = _setting(
+        "", "Exam-type rules file (TOML); empty = the shipped streams/examtypes_default.toml."
+    )
+    drl_file: str = _setting("", "DRL table (CSV); empty = the shipped streams/drl_default.csv. Reloaded on change.")
+    drl_tables: list[str] = _setting(
+        ["UK-NDRL-2022"],
+        "Which national DRL tables apply (table_id column), e.g. IE-2012, or a national table once its values are in.",
+    )
+
+
+@dataclass(frozen=True)
+class UtilizationSettings:
+    hours_file: str = _setting(
+        "", "Operating hours per device and weekday (TOML: [default] mon = [\"07:00-19:00\"], [devices.CT01] …); "
+        "empty = Mon–Fri 07:00–19:00."
+    )
+    changeover_cap_minutes: float = _setting(60.0, "Gaps between exams longer than this count as idle time.", _positive)
+
+
+@dataclass(frozen=True)
 class Settings:
     site: SiteSettings = field(default_factory=SiteSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
@@ -185,6 +206,8 @@ class Settings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     streams: StreamsSettings = field(default_factory=StreamsSettings)
+    dose: DoseSettings = field(default_factory=DoseSettings)
+    utilization: UtilizationSettings = field(default_factory=UtilizationSettings)
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}.{name}"

@@ -398,3 +398,21 @@ class ExamTiming:
     arrival_kind: str | None = None
     order_to_start_s: float | None = None
     scheduled_delay_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrlValue:
+    """One diagnostic reference level in force, as the streams loaded it (for dashboards' DRL lines)."""
+
+    table_id: str
+    exam_type: str
+    quantity: str
+    value: float
+    unit: str
+    phantom: str
+    per: str
+    population: str
+    percentile: str
+    source: str
+    year: int
+    loaded_at: datetime

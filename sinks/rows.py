@@ -18,6 +18,7 @@ from typing import Any
 from schemas.events import (
     DeviceKpi,
     DoseAlert,
+    DrlValue,
     EdgeHeartbeat,
     Exam,
     ExamDose,
@@ -105,6 +106,7 @@ FLAT_TABLES: dict[type, str] = {
     DeviceKpi: "device_kpis",
     ExamTiming: "exam_timing",
     WorkflowEvent: "workflow_events",
+    DrlValue: "drl_values",
 }
 
 # table name → its columns, in insert order

@@ -26,6 +26,7 @@ from schemas.config import Settings
 from schemas.events import (
     DeviceKpi,
     DoseAlert,
+    DrlValue,
     EdgeHeartbeat,
     Exam,
     ExamDose,
@@ -43,10 +44,14 @@ from sinks.rows import COLUMNS, Row, rows_for
 log = logging.getLogger("radpulse.sinks.writer")
 
 GROUP_ID = "radpulse-sink"
-TOPICS = ("instances", "exams", "edge_health", "exam_dose", "dose_alerts", "device_kpis", "exam_timing", "workflow")
+TOPICS = (
+    "instances", "exams", "edge_health", "exam_dose", "dose_alerts", "device_kpis", "exam_timing", "workflow",
+    "drl_values",
+)  # fmt: skip
 ROUTES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (InstanceEvent, Exam, EdgeHeartbeat, ExamDose, DoseAlert, DeviceKpi, ExamTiming, WorkflowEvent)
+    for cls in (InstanceEvent, Exam, EdgeHeartbeat, ExamDose, DoseAlert, DeviceKpi, ExamTiming, WorkflowEvent,
+                DrlValue)
 }
 _SAFE_REASONS = (DecodeError, UnknownSchemaError, RowError)  # our own messages: they never quote the payload
 

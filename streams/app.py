@@ -18,6 +18,12 @@ from schemas.config import Settings
 TOPIC_INSTANCES = "instances"
 TOPIC_EXAMS = "exams"
 TOPIC_TICKS = "streams_ticks"
+TOPIC_EXAM_DOSE = "exam_dose"
+TOPIC_DOSE_ALERTS = "dose_alerts"
+TOPIC_DRL_VALUES = "drl_values"
+TOPIC_WORKFLOW = "workflow"
+TOPIC_DEVICE_KPIS = "device_kpis"
+TOPIC_EXAM_TIMING = "exam_timing"
 
 
 @dataclass
@@ -28,6 +34,8 @@ class StreamsApp:
     exams: faust.TopicT
     ticks: faust.TopicT
     exam_table: faust.Table
+    dose_table: faust.Table
+    out: dict[str, faust.TopicT]
 
 
 def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None) -> StreamsApp:
@@ -65,4 +73,9 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     # table keeps str keys (the pseudonym) and plain-data values (ExamState.to_dict)
     schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
     exam_table = app.Table("exams", default=None, schema=schema, partitions=k.partitions)
-    return StreamsApp(settings, app, instances, exams, ticks, exam_table)
+    dose_table = app.Table("exam_dose", default=None, schema=schema, partitions=k.partitions)
+    out = {
+        name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=k.partitions)
+        for name in (TOPIC_EXAM_DOSE, TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_DEVICE_KPIS, TOPIC_EXAM_TIMING)
+    }
+    return StreamsApp(settings, app, instances, exams, ticks, exam_table, dose_table, out)

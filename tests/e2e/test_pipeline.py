@@ -8,6 +8,23 @@ import pytest
 
 from tests.e2e.conftest import Pipeline, compare_with_truth, small_plan
 
+
+def check_dose_against_truth(pipeline: Pipeline, plan) -> None:
+    """Every complete exam has its dose row; CT exams' DLP totals equal the simulator's reports; types are mapped."""
+    time.sleep(3)  # exam_dose is published right after the exam; give the sink a flush
+    dose = pipeline.db.query("SELECT exam_key, exam_type, source, dlp_total_mgy_cm FROM exam_dose_latest")
+    by_key = {row[0]: row for row in dose.rows}
+    assert len(by_key) == len(plan.exams)
+    checked = 0
+    for t in plan.truth()["exams"]:
+        row = by_key[pipeline.exam_key(t["study_instance_uid"])]
+        if t["modality"] == "CT" and t["dose"] and t["dose"].get("has_rdsr"):
+            assert row[2] == "REPORT" and abs(row[3] - t["dose"]["ct_dlp_total_mgy_cm"]) < 0.01, (row, t["dose"])
+            checked += 1
+    assert checked > 0
+    types = pipeline.db.query("SELECT countIf(exam_type != 'UNMAPPED'), count() FROM exams_latest").rows[0]
+    assert types[0] >= 0.8 * types[1], types
+
 pytestmark = pytest.mark.kafka
 
 
@@ -17,6 +34,7 @@ def test_storescu_day_matches_truth_and_a_resend_changes_nothing(pipeline: Pipel
     pipeline.send_storescu(plan, storescu)
     pipeline.wait_complete(len(plan.exams))
     compare_with_truth(pipeline, plan)
+    check_dose_against_truth(pipeline, plan)
     before = pipeline.db.query("SELECT count(), sum(instance_count) FROM exams_latest").rows
     instances_before = pipeline.db.scalar("SELECT count() FROM instances FINAL")
 
