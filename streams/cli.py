@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from streams.app import create_app
     from streams.exams_agent import ExamAgents
+    from streams.kpi_agent import KpiAgents
 
     env = dict(os.environ)
     if args.bootstrap:
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     web_port = settings.streams.web_port if args.web_port is None else args.web_port
     sa = create_app(settings, web_port=web_port or None)
     ExamAgents(sa)
+    KpiAgents(sa)
     log.info(
         "streams worker (group %s) reading %s from %s", sa.app.conf.id, sa.instances.get_topic_name(),
         settings.kafka.bootstrap_servers,

@@ -25,6 +25,30 @@ def check_dose_against_truth(pipeline: Pipeline, plan) -> None:
     types = pipeline.db.query("SELECT countIf(exam_type != 'UNMAPPED'), count() FROM exams_latest").rows[0]
     assert types[0] >= 0.8 * types[1], types
 
+
+def check_utilization_against_truth(pipeline: Pipeline, plan) -> None:
+    """Per device and local day: patient exam counts equal the truth, busy minutes within a minute of it."""
+    deadline = time.monotonic() + 30
+    truth_days = {(d["station_name"], day["local_date"]): day for d in plan.truth()["devices"] for day in d["days"]
+                  if day["n_exams"]}
+    while time.monotonic() < deadline:
+        rows = pipeline.db.query(
+            "SELECT device, toString(local_date), exams, busy_minutes + busy_outside_hours_minutes "
+            "FROM device_kpis FINAL WHERE grain = 'day'").rows
+        got = {(r[0], r[1]): r for r in rows}
+        if all(k in got and got[k][2] == t["n_patient_exams"] for k, t in truth_days.items()):
+            break
+        time.sleep(1)
+    for key, t in truth_days.items():
+        assert key in got, (key, sorted(got))
+        detail = pipeline.db.query(
+            "SELECT exam_key, toString(start_utc), toString(end_utc), not_patient, discontinued "
+            f"FROM exam_timing FINAL WHERE device = '{key[0]}' ORDER BY start_utc").rows
+        assert got[key][2] == t["n_patient_exams"], (key, got[key], t, detail)
+        assert abs(got[key][3] - t["busy_seconds"] / 60) <= 1.0, (key, got[key], t["busy_seconds"] / 60)
+    timings = pipeline.db.scalar("SELECT count() FROM exam_timing FINAL")
+    assert timings >= sum(t["n_exams"] for t in truth_days.values()) - 1
+
 pytestmark = pytest.mark.kafka
 
 
@@ -35,6 +59,7 @@ def test_storescu_day_matches_truth_and_a_resend_changes_nothing(pipeline: Pipel
     pipeline.wait_complete(len(plan.exams))
     compare_with_truth(pipeline, plan)
     check_dose_against_truth(pipeline, plan)
+    check_utilization_against_truth(pipeline, plan)
     before = pipeline.db.query("SELECT count(), sum(instance_count) FROM exams_latest").rows
     instances_before = pipeline.db.scalar("SELECT count() FROM instances FINAL")
 

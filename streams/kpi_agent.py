@@ -1,0 +1,235 @@
+"""Utilization and wait-time agents: completed exams and workflow events → DeviceKpi and ExamTiming.
+
+Exams arrive keyed by study, workflow events by study or procedure step, and KPIs are per device and local day,
+so both streams are forwarded onto one single-partition internal topic where one agent sees everything (a
+department's volume — hundreds of exams a day — is far within one worker's reach). Its tables keep, per device,
+the latest version of each recent exam and, per study/accession, the workflow facts; every change recomputes the
+affected device-days from scratch with ``streams.utilization`` — a pure recomputation, so replays are harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import time
+import tomllib
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import faust
+
+from schemas import codec
+from schemas.codec import DecodeError
+from schemas.config import Settings
+from schemas.events import DeviceKpi, Exam, ExamTiming, WorkflowEvent
+from schemas.registry import UnknownSchemaError
+from streams.app import TOPIC_DEVICE_KPIS, TOPIC_EXAM_TIMING, TOPIC_WORKFLOW, StreamsApp
+from streams.hours import OperatingHours, as_zone, parse_hours
+from streams.utilization import (
+    ExamInterval,
+    coil_batching_savings,
+    device_day_kpis,
+    device_hour_kpis,
+    device_key,
+    exam_intervals,
+    transitions,
+    wait_times,
+)
+
+log = logging.getLogger("radpulse.streams.kpi")
+
+RETAIN_DAYS = 8  # exams and workflow facts kept per device for recomputation (late corrections, midnight)
+DEFAULT_HOURS = {"default": {d: ["07:00-19:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
+
+
+def load_hours(settings: Settings) -> OperatingHours:
+    path = settings.utilization.hours_file
+    if not path:
+        return parse_hours(DEFAULT_HOURS)
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    return parse_hours(data.get("hours", data))
+
+
+def _b64(obj: object) -> str:
+    return base64.b64encode(codec.encode(obj)).decode("ascii")
+
+
+def _unb64(cls: type, text: str):  # type: ignore[no-untyped-def]
+    return codec.decode(cls, base64.b64decode(text))
+
+
+def local_day(t: datetime, tz: str) -> date:
+    return t.astimezone(as_zone(tz)).date()
+
+
+def day_kpi_events(
+    site_id: str,
+    device: str,
+    day: date,
+    exams: list[Exam],
+    workflow: list[WorkflowEvent],
+    tz: str,
+    hours: OperatingHours,
+    cap_s: float,
+    version: int,
+    now: datetime,
+) -> tuple[list[DeviceKpi], list[ExamTiming]]:
+    """Recompute one device's day (and its hours) plus the timing of the exams that started that day. Pure.
+
+    Exam intervals come from MPPS messages when the modality sends them, else from the acquisition times, like the
+    exam rows. Procedure-step times copied into image headers are ignored: consoles fill them with the time the
+    step was opened (patient registration on the console), minutes before the first acquisition."""
+    exams = [dataclasses.replace(e, pps_start_utc=None, pps_end_utc=None) for e in exams]
+    intervals = [i for i in exam_intervals(exams, workflow, exam_type=lambda e: e.exam_type) if i.device == device]
+    modality = next((e.modality for e in exams if e.modality), None)
+    d = device_day_kpis(intervals, device, day, tz, hours, changeover_cap_s=cap_s)
+    todays = [i for i in intervals if local_day(i.start_utc, tz) == day]
+    coils = coil_batching_savings(todays, changeover_cap_s=cap_s) if modality == "MR" else None
+    c = d.changeovers
+    kpis = [
+        DeviceKpi(
+            site_id=site_id, device=device, grain="day", local_date=day, hour_local=-1, version=version,
+            updated_at=now, modality=modality, exams=d.exams, qa_exams=d.qa_exams,
+            discontinued_exams=d.discontinued_exams, busy_minutes=d.busy_in_hours_minutes,
+            busy_outside_hours_minutes=d.busy_outside_hours_minutes, operating_minutes=d.operating_minutes,
+            idle_minutes=d.idle_minutes, changeover_minutes=d.changeover_minutes, utilization_pct=d.utilization_pct,
+            changeover_p50_s=c.p50_s, changeover_p90_s=c.p90_s, changeover_coil_change_p50_s=c.coil_change_p50_s,
+            changeover_coil_change_p90_s=c.coil_change_p90_s, changeover_same_coil_p50_s=c.same_coil_p50_s,
+            changeover_same_coil_p90_s=c.same_coil_p90_s, coil_changes=coils.coil_changes if coils else 0,
+            coil_batching_minutes_saved=coils.minutes_saved if coils else None,
+        )
+    ]
+    for h in device_hour_kpis(intervals, device, day, tz, hours, changeover_cap_s=cap_s):
+        kpis.append(
+            DeviceKpi(
+                site_id=site_id, device=device, grain="hour", local_date=day, hour_local=h.hour_local,
+                version=version, updated_at=now, modality=modality, exams=h.exams, qa_exams=h.qa_exams,
+                discontinued_exams=h.discontinued_exams, busy_minutes=h.busy_in_hours_minutes,
+                busy_outside_hours_minutes=h.busy_outside_hours_minutes, operating_minutes=h.operating_minutes,
+                idle_minutes=h.idle_minutes, changeover_minutes=h.changeover_minutes,
+                utilization_pct=h.utilization_pct,
+            )
+        )
+    before = {t.after_exam_key: t for t in transitions(intervals, changeover_cap_s=cap_s)}
+    waits = {w.exam_key: w for w in wait_times(todays, workflow, tz)}
+    by_key = {e.exam_key: e for e in exams}
+    timings = []
+    for i in todays:
+        t, w, exam = before.get(i.exam_key), waits.get(i.exam_key), by_key.get(i.exam_key)
+        timings.append(
+            ExamTiming(
+                exam_key=i.exam_key, site_id=site_id, version=version, updated_at=now, device=device,
+                modality=i.modality, exam_type=i.exam_type or (exam.exam_type if exam else None), local_date=day,
+                hour_local=i.start_utc.astimezone(as_zone(tz)).hour, start_utc=i.start_utc, end_utc=i.end_utc,
+                duration_s=(i.end_utc - i.start_utc).total_seconds(),
+                timing_source="MPPS" if i.pps_start_utc else "IMAGES", discontinued=i.discontinued,
+                not_patient=i.not_patient, coil=i.coil, changeover_s=t.changeover_s if t else None,
+                coil_changed=t.coil_change if t else None,
+                arrival_to_start_s=w.arrival_to_start_s if w else None, arrival_kind=w.arrival_kind if w else None,
+                order_to_start_s=w.order_to_start_s if w else None,
+                scheduled_delay_s=w.scheduled_delay_s if w else None,
+            )
+        )
+    return kpis, timings
+
+
+class KpiAgents:
+    def __init__(self, sa: StreamsApp) -> None:
+        self.sa = sa
+        s = sa.settings
+        self.tz = s.site.timezone
+        self.hours = load_hours(s)
+        self.cap_s = s.utilization.changeover_cap_minutes * 60
+        app = sa.app
+        schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+        self.inputs = app.topic(s.topic("streams_kpi_inputs"), key_type=bytes, value_type=bytes, partitions=1,
+                                internal=True)
+        self.workflow = app.topic(s.topic(TOPIC_WORKFLOW), key_type=bytes, value_type=bytes)
+        # device → {exam_key: base64 Avro Exam}; link ("study:…" / "acc:…") → {event_id: base64 WorkflowEvent}
+        self.devices = app.Table("kpi_devices", default=None, schema=schema, partitions=1)
+        self.links = app.Table("kpi_links", default=None, schema=schema, partitions=1)
+        app.agent(sa.exams, name="kpi-forward-exams")(self.forward)
+        app.agent(self.workflow, name="kpi-forward-workflow")(self.forward)
+        app.agent(self.inputs, name="kpi-recompute")(self.recompute)
+
+    async def forward(self, stream) -> None:  # type: ignore[no-untyped-def]
+        async for value in stream:
+            await self.inputs.send(key=b"all", value=value)
+
+    def _exams_of(self, device: str) -> list[Exam]:
+        return [_unb64(Exam, v) for v in (self.devices.get(device) or {}).values()]
+
+    def _workflow_for(self, exams: Iterable[Exam]) -> list[WorkflowEvent]:
+        out: dict[str, WorkflowEvent] = {}
+        for e in exams:
+            for link in (f"study:{e.exam_key}", f"acc:{e.accession_pseudonym}" if e.accession_pseudonym else None):
+                for v in (self.links.get(link) or {}).values() if link else ():
+                    ev = _unb64(WorkflowEvent, v)
+                    out[ev.event_id] = ev
+        return list(out.values())
+
+    async def recompute(self, stream) -> None:  # type: ignore[no-untyped-def]
+        async for value in stream:
+            try:
+                name, _ = codec.decode_record(value)
+            except (DecodeError, UnknownSchemaError):
+                continue
+            dirty: set[tuple[str, date]] = set()
+            if name == "Exam":
+                exam = codec.decode(Exam, value)
+                if exam.status != "complete" or exam.start_utc is None:
+                    continue
+                device = device_key(exam)
+                held = dict(self.devices.get(device) or {})
+                old = _unb64(Exam, held[exam.exam_key]) if exam.exam_key in held else None
+                if old is not None and old.version >= exam.version:
+                    continue  # a replay or an older version
+                held[exam.exam_key] = _b64(exam)
+                horizon = exam.start_utc - timedelta(days=RETAIN_DAYS)
+                held = {k: v for k, v in held.items() if (_unb64(Exam, v).start_utc or exam.start_utc) >= horizon}
+                self.devices[device] = held
+                dirty.add((device, local_day(exam.start_utc, self.tz)))
+                if old is not None and old.start_utc is not None:
+                    dirty.add((device, local_day(old.start_utc, self.tz)))
+            elif name == "WorkflowEvent":
+                ev = codec.decode(WorkflowEvent, value)
+                for link in (f"study:{ev.study_pseudonym}" if ev.study_pseudonym else None,
+                             f"acc:{ev.accession_pseudonym}" if ev.accession_pseudonym else None):
+                    if link:
+                        held = dict(self.links.get(link) or {})
+                        held[ev.event_id] = _b64(ev)
+                        self.links[link] = held
+                dirty |= self._days_linked_to(ev)
+            for device, day in sorted(dirty):
+                await self._publish_day(device, day)
+
+    def _days_linked_to(self, ev: WorkflowEvent) -> set[tuple[str, date]]:
+        out = set()
+        for device in list(self.devices.keys()):
+            for exam in self._exams_of(device):
+                if exam.start_utc and (
+                    (ev.study_pseudonym and exam.exam_key == ev.study_pseudonym)
+                    or (ev.accession_pseudonym and exam.accession_pseudonym == ev.accession_pseudonym)
+                ):
+                    out.add((device, local_day(exam.start_utc, self.tz)))
+        return out
+
+    async def _publish_day(self, device: str, day: date) -> None:
+        exams = self._exams_of(device)
+        if not exams:
+            return
+        now = datetime.now(UTC)
+        kpis, timings = day_kpi_events(
+            exams[0].site_id, device, day, exams, self._workflow_for(exams), self.tz, self.hours, self.cap_s,
+            version=time.time_ns() // 1000, now=now,
+        )
+        out = self.sa.out
+        for k in kpis:
+            await out[TOPIC_DEVICE_KPIS].send(key=f"{device}|{day}".encode(), value=codec.encode(k))
+        for t in timings:
+            await out[TOPIC_EXAM_TIMING].send(key=t.exam_key.encode(), value=codec.encode(t))
+
+
+__all__ = ["ExamInterval", "KpiAgents", "day_kpi_events", "load_hours"]
