@@ -72,6 +72,9 @@ def _handler_for(db: Database) -> type[BaseHTTPRequestHandler]:
                 self._send(404, {"error": "POST SQL to /query, or GET /health"})
 
         def do_POST(self) -> None:
+            if self.path == "/review":
+                self._review()
+                return
             if self.path != "/query":
                 self._send(404, {"error": "POST SQL to /query"})
                 return
@@ -89,6 +92,22 @@ def _handler_for(db: Database) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": str(exc)})
                 return
             self._send(200, answer.to_json())
+
+        def _review(self) -> None:
+            from sinks.reviews import Review, ReviewError, write_review
+
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                doc = json.loads(self.rfile.read(min(length, MAX_BODY)))
+                write_review(db, Review(**{k: str(doc.get(k, "")) for k in
+                                           ("alert_id", "site_id", "reviewer", "verdict", "comment")}))
+            except (ReviewError, ValueError, TypeError) as exc:
+                self._send(400, {"error": str(exc)})
+                return
+            except ClickHouseError as exc:
+                self._send(500, {"error": str(exc)})
+                return
+            self._send(200, {"status": "recorded"})
 
         def log_message(self, format: str, *args: Any) -> None:
             # http.server logs every request line to stderr; queries are not logged (they may hold pseudonyms)
