@@ -31,6 +31,14 @@ def run(args: argparse.Namespace) -> int:
         env["RADPULSE_KAFKA__BOOTSTRAP_SERVERS"] = args.bootstrap
     settings = load_settings(args.config, env=env)
     web_port = settings.streams.web_port if args.web_port is None else args.web_port
+    from streams import app as topics_of
+    from streams.topics import ensure_topics
+
+    ensure_topics(settings, [
+        topics_of.TOPIC_INSTANCES, topics_of.TOPIC_EXAMS, topics_of.TOPIC_TICKS, topics_of.TOPIC_WORKFLOW,
+        topics_of.TOPIC_EXAM_DOSE, topics_of.TOPIC_DOSE_ALERTS, topics_of.TOPIC_DRL_VALUES,
+        topics_of.TOPIC_DEVICE_KPIS, topics_of.TOPIC_EXAM_TIMING,
+    ])
     sa = create_app(settings, web_port=web_port or None)
     ExamAgents(sa)
     KpiAgents(sa)

@@ -75,10 +75,14 @@ class Pipeline:
     def complete_exams(self) -> int:
         return int(self.db.scalar("SELECT countIf(status = 'complete') FROM exams_latest"))
 
-    def wait_complete(self, expected: int, timeout_s: float = 240) -> None:
+    def wait_complete(self, expected: int, timeout_s: float = 240, instances: int | None = None) -> None:
+        """Until `expected` exams are complete (and hold `instances` instances in all): an instance that waited in
+        the edge's spool (e.g. while a fresh broker elected its coordinator) reopens its exam a little later."""
         deadline = time.monotonic() + timeout_s
+        sql = "SELECT countIf(status = 'complete'), sumIf(instance_count, status = 'complete') FROM exams_latest"
         while time.monotonic() < deadline:
-            if self.complete_exams() >= expected:
+            done, held = self.db.query(sql).rows[0]
+            if done >= expected and (instances is None or held == instances):
                 return
             time.sleep(1)
         logs = "\n".join((self.tmp / p).read_text(errors="replace")[-1500:] for p in os.listdir(self.tmp)

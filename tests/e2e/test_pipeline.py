@@ -56,7 +56,7 @@ def test_storescu_day_matches_truth_and_a_resend_changes_nothing(pipeline: Pipel
     plan = small_plan()
     pipeline.start_worker("a")
     pipeline.send_storescu(plan, storescu)
-    pipeline.wait_complete(len(plan.exams))
+    pipeline.wait_complete(len(plan.exams), instances=plan.n_instances)
     compare_with_truth(pipeline, plan)
     check_dose_against_truth(pipeline, plan)
     check_utilization_against_truth(pipeline, plan)
@@ -79,7 +79,7 @@ def test_worker_restart_mid_day_loses_and_doubles_nothing(pipeline: Pipeline) ->
     pipeline.kill(worker, sig=15)  # a clean stop mid-day
     pipeline.start_worker("b")
     pipeline.send_pynetdicom(second)  # the rest of the day (the first half again, too: resends must not count)
-    pipeline.wait_complete(len(plan.exams))
+    pipeline.wait_complete(len(plan.exams), instances=plan.n_instances)
     compare_with_truth(pipeline, plan)
 
 
@@ -92,5 +92,5 @@ def test_two_workers_one_killed_mid_stream(pipeline: Pipeline) -> None:
     pipeline.send_pynetdicom(half)
     pipeline.kill(a)  # SIGKILL: no goodbye to the group, no final commit
     pipeline.send_pynetdicom(plan)
-    pipeline.wait_complete(len(plan.exams), timeout_s=300)
+    pipeline.wait_complete(len(plan.exams), timeout_s=300, instances=plan.n_instances)
     compare_with_truth(pipeline, plan)
