@@ -1,0 +1,182 @@
+"""Grafana alert rules, contact points, notification policies and mute timings, as file-provisioning documents.
+
+``radpulse dashboards build`` writes them to ``infra/grafana/provisioning/alerting/`` (``rules.yaml``,
+``notifications.yaml``). Each rule's query (``panels.ALERTS``) returns one row per site × device with string
+columns ``site``, ``device``, ``department``, which Grafana turns into the alert's labels, and a number that a
+threshold expression compares. Policies route on ``department`` (a cardiology team gets only cardiology rooms);
+every alert also goes to the webhook. Grafana keeps rule query models verbatim (no ``$VAR`` expansion, so
+``$__timeFilter`` survives); contact point settings are expanded, which is how addresses come from the
+environment (``RADPULSE_ALERT_*``, set in ``infra/compose.yaml``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dashboards.panels import (
+    DEFAULT_DEPARTMENT,
+    DEPARTMENT_BY_DEVICE,
+    DEPARTMENT_BY_MODALITY,
+    INFRA_DEPARTMENT,
+    QUERIES,
+)
+from dashboards.spec import DATASOURCE_UID, FOLDER_TITLE, target
+
+Json = dict[str, Any]
+OPENING_HOURS_LABEL = ("schedule", "opening-hours")  # rules with it are muted outside opening hours
+MUTE_OUTSIDE_HOURS = "outside-opening-hours"
+SITE_TIMEZONE = "UTC"  # set to [site] timezone, e.g. Asia/Shanghai: mute timings run on the hospital's clock
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alert rule on one ``panels.ALERTS`` query."""
+
+    uid: str
+    title: str
+    query: str
+    group: str
+    window_s: int  # the query's time range: the last window_s seconds before each evaluation
+    op: Literal["gt", "lt"]
+    threshold: float
+    pending: str  # how long the condition must hold before the alert fires ("for")
+    severity: str
+    summary: str
+    description: str
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def fires(self, value: float) -> bool:
+        return value > self.threshold if self.op == "gt" else value < self.threshold
+
+
+RULES: list[Rule] = [
+    Rule("radpulse-drl-exceedance", "New DRL exceedance", "alert.drl_exceedance", "radpulse-dose", 600, "gt", 0,
+         "0s", "warning",
+         "{{ $labels.device }} ({{ $labels.site }}): new DRL exceedance",
+         "{{ $values.A.Value }} exam(s) on {{ $labels.device }} exceeded a diagnostic reference level in the last "
+         "10 minutes. Review them on the Dose & DRL dashboard."),
+    Rule("radpulse-edge-silent", "Edge stopped sending", "alert.edge_silent", "radpulse-pipeline", 86400, "gt", 300,
+         "5m", "critical",
+         "Edge {{ $labels.device }} ({{ $labels.site }}) stopped sending",
+         "No heartbeat from edge {{ $labels.device }} for {{ $values.A.Value }} s. Modalities cannot deliver "
+         "through it: check the edge host and its network.",
+         (OPENING_HOURS_LABEL,)),
+    Rule("radpulse-spool-growing", "Edge spool keeps growing", "alert.spool_growing", "radpulse-pipeline", 900,
+         "gt", 0, "10m", "warning",
+         "Spool of edge {{ $labels.device }} ({{ $labels.site }}) keeps growing",
+         "The spool grew by {{ $values.A.Value }} events in 15 minutes: the edge cannot reach Kafka. Nothing is "
+         "lost until the spool is full (then modalities get 0xA700)."),
+    Rule("radpulse-consumer-lag", "Consumer lag over 5 minutes", "alert.consumer_lag", "radpulse-pipeline", 3600,
+         "gt", 300, "5m", "warning",
+         "{{ $labels.site }}: ClickHouse is {{ $values.A.Value }} s behind the edges",
+         "The edges delivered to Kafka more recently than the newest instance in ClickHouse: the sink or the "
+         "streams are behind or stopped."),
+]  # fmt: skip
+RULES_BY_QUERY: dict[str, Rule] = {r.query: r for r in RULES}
+GROUP_INTERVAL = "1m"
+
+
+def rule_json(rule: Rule) -> Json:
+    query = QUERIES[rule.query]
+    model = {**target(query, "A"), "intervalMs": 1000, "maxDataPoints": 43200}
+    threshold = {
+        "refId": "B",
+        "type": "threshold",
+        "expression": "A",
+        "datasource": {"type": "__expr__", "uid": "__expr__"},
+        "conditions": [{"evaluator": {"type": rule.op, "params": [rule.threshold]}}],
+    }
+    return {
+        "uid": rule.uid,
+        "title": rule.title,
+        "condition": "B",
+        "data": [
+            {"refId": "A", "relativeTimeRange": {"from": rule.window_s, "to": 0}, "datasourceUid": DATASOURCE_UID,
+             "model": model},
+            {"refId": "B", "relativeTimeRange": {"from": 0, "to": 0}, "datasourceUid": "__expr__", "model": threshold},
+        ],
+        "noDataState": "OK",
+        "execErrState": "Error",
+        "for": rule.pending,
+        "annotations": {"summary": rule.summary, "description": rule.description},
+        "labels": {"severity": rule.severity, "source": "radpulse", **dict(rule.labels)},
+        "isPaused": False,
+    }
+
+
+def rules_document() -> Json:
+    groups: dict[str, list[Json]] = {}
+    for rule in RULES:
+        groups.setdefault(rule.group, []).append(rule_json(rule))
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {"orgId": 1, "name": name, "folder": FOLDER_TITLE, "interval": GROUP_INTERVAL, "rules": rules}
+            for name, rules in groups.items()
+        ],
+    }
+
+
+def departments() -> list[str]:
+    """Every value the ``department`` label can take."""
+    return sorted({*DEPARTMENT_BY_MODALITY.values(), *DEPARTMENT_BY_DEVICE.values(), DEFAULT_DEPARTMENT,
+                   INFRA_DEPARTMENT})  # fmt: skip
+
+
+def _env(department: str) -> str:
+    return "RADPULSE_ALERT_EMAIL_" + department.upper().replace("-", "_")
+
+
+WEBHOOK = "radpulse-webhook"
+WEBHOOK_ENV = "RADPULSE_ALERT_WEBHOOK_URL"
+
+
+def email_receiver(department: str) -> str:
+    return f"{department}-email"
+
+
+def contact_env_vars() -> list[str]:
+    """The environment variables the contact points read (compose must set them: empty means invalid)."""
+    return [WEBHOOK_ENV, *(_env(d) for d in departments())]
+
+
+def notifications_document() -> Json:
+    contact_points = [{
+        "orgId": 1, "name": WEBHOOK,
+        "receivers": [{"uid": WEBHOOK, "type": "webhook",
+                       "settings": {"url": f"${WEBHOOK_ENV}", "httpMethod": "POST"}}],
+    }]  # fmt: skip
+    routes: list[Json] = [{"receiver": WEBHOOK, "continue": True}]  # no matcher: every alert, then on
+    for dep in departments():
+        contact_points.append({
+            "orgId": 1, "name": email_receiver(dep),
+            "receivers": [{"uid": email_receiver(dep), "type": "email",
+                           "settings": {"addresses": f"${_env(dep)}", "singleEmail": True}}],
+        })  # fmt: skip
+        route: Json = {"receiver": email_receiver(dep), "object_matchers": [["department", "=", dep]]}
+        if dep == INFRA_DEPARTMENT:
+            key, value = OPENING_HOURS_LABEL
+            route["routes"] = [{"receiver": email_receiver(dep), "object_matchers": [[key, "=", value]],
+                                "mute_time_intervals": [MUTE_OUTSIDE_HOURS]}]  # fmt: skip
+        routes.append(route)
+    policy = {
+        "orgId": 1,
+        "receiver": WEBHOOK,
+        "group_by": ["grafana_folder", "alertname", "site", "department"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "4h",
+        "routes": routes,
+    }
+    mute = {
+        "orgId": 1,
+        "name": MUTE_OUTSIDE_HOURS,
+        "time_intervals": [
+            {"times": [{"start_time": "00:00", "end_time": "07:00"}, {"start_time": "19:00", "end_time": "24:00"}],
+             "weekdays": ["monday:friday"], "location": SITE_TIMEZONE},
+            {"weekdays": ["saturday", "sunday"], "location": SITE_TIMEZONE},
+        ],
+    }
+    return {"apiVersion": 1, "contactPoints": contact_points, "policies": [policy], "muteTimes": [mute]}
+

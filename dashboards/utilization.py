@@ -1,0 +1,46 @@
+"""Utilization: per device utilization over time, where the operating time goes, exam durations by type, the
+hour × weekday pattern, MR coil-change changeovers and the coil-batching what-if (from ``device_kpis`` and
+``exam_timing``, which ``streams/utilization.py`` computes)."""
+
+from __future__ import annotations
+
+from dashboards import spec
+from dashboards.panels import QUERIES
+from dashboards.spec import GREEN, ORANGE, RED, color_override, grid, thresholds
+
+UID = "radpulse-utilization"
+
+
+def dashboard() -> spec.Json:
+    q = QUERIES
+    util_steps = thresholds((None, RED), (40, ORANGE), (60, GREEN), (90, ORANGE))
+    panels = [
+        spec.timeseries("Utilization per device", [q["utilization.utilization_over_time"]], grid(0, 0, 16, 9),
+                        unit="percent", steps=util_steps,
+                        description="Busy time within operating hours ÷ operating time, per local day."),
+        spec.barchart("Operating time: busy, changeover, idle", q["utilization.time_breakdown"], grid(16, 0, 8, 9),
+                      x="device", unit="h", stacked=True,
+                      overrides=[color_override("busy_h", "green"), color_override("changeover_h", "orange"),
+                                 color_override("idle_h", "gray")],
+                      description="Operating hours split into busy + changeover + idle (they add up)."),
+        spec.barchart("Exam duration by type (P50 / P90)", q["utilization.durations_by_type"], grid(0, 9, 12, 10),
+                      x="type", unit="m", overrides=[spec.unit_override("exams", "none")],
+                      description="Patient exams, not discontinued; minutes from start to end."),
+        spec.table("Utilization by hour × weekday (%)", q["utilization.hour_weekday"], grid(12, 9, 12, 10),
+                   unit="percent", cell="color-background", steps=util_steps,
+                   overrides=[{"matcher": {"id": "byName", "options": "weekday"},
+                               "properties": [{"id": "custom.cellOptions", "value": {"type": "auto"}},
+                                              {"id": "unit", "value": "none"}]}],
+                   description="Mean hourly utilization per local weekday and hour (device_kpis, hour grain)."),
+        spec.table("MR changeover: coil change vs same coil", q["utilization.mr_changeover"], grid(0, 19, 14, 8),
+                   unit="m", overrides=[spec.unit_override("coil_changes", "none")],
+                   description="Changeover (end of one exam → start of the next patient's), split by whether the "
+                               "receive coil changed."),
+        spec.barchart("Coil batching what-if", q["utilization.coil_batching"], grid(14, 19, 10, 8), x="device",
+                      unit="m", overrides=[spec.unit_override("coil_changes", "none"),
+                                           color_override("batching_saves_min", "green")],
+                      description="Minutes of changeover the day's MR exams would have saved had same-coil exams "
+                                  "been scheduled back to back."),
+    ]  # fmt: skip
+    return spec.dashboard(UID, "radpulse · Utilization", panels, time_from="now-30d", refresh="5m",
+                          description="Device utilization, changeovers and exam durations.")
