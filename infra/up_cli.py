@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     demo = sub.add_parser("demo", help="`up`, then a synthetic hospital sends a realistic day; prints an overview")
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--scale", type=float, default=0.1,
+    demo.add_argument("--scale", type=float, default=0.05,
                       help="share of each series' images to send (1.0 = realistic volume, ~29k instances/day)")
     demo.add_argument("--start", help="local day to simulate, YYYY-MM-DD (default: the last weekday)")
     demo.add_argument("--keep-running", action="store_true",
