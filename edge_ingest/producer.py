@@ -21,18 +21,6 @@ from schemas.config import KafkaSettings
 log = logging.getLogger("radpulse.edge.kafka")
 
 
-def client_config(settings: KafkaSettings) -> dict[str, str]:
-    """librdkafka settings shared by every radpulse client (security included)."""
-    conf = {"bootstrap.servers": settings.bootstrap_servers, "security.protocol": settings.security_protocol}
-    if settings.sasl_mechanism:
-        conf["sasl.mechanism"] = settings.sasl_mechanism
-        conf["sasl.username"] = settings.sasl_username
-        conf["sasl.password"] = settings.sasl_password
-    if settings.ssl_ca_location:
-        conf["ssl.ca.location"] = settings.ssl_ca_location
-    return conf
-
-
 @dataclass
 class _Waiter:
     done: threading.Event
@@ -43,7 +31,7 @@ class KafkaSender:
     def __init__(self, settings: KafkaSettings, ack_timeout_s: float, client_id: str = "radpulse-edge") -> None:
         self.ack_timeout_s = ack_timeout_s
         self._fatal: str | None = None
-        self._conf = client_config(settings) | {
+        self._conf = settings.client_config() | {
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
@@ -128,7 +116,7 @@ class KafkaSender:
 
 def ensure_topics(settings: KafkaSettings, names: Iterable[str], timeout_s: float = 10.0) -> None:
     """Create topics that don't exist yet (partition count from settings); existing ones are left alone."""
-    admin = AdminClient(client_config(settings))
+    admin = AdminClient(settings.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
     new = [NewTopic(n, num_partitions=settings.partitions, replication_factor=1) for n in names if n not in existing]
     if not new:

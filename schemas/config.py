@@ -144,6 +144,16 @@ class KafkaSettings:
     sasl_password: str = _setting("", "SASL password (masked in logs).")
     ssl_ca_location: str = _setting("", "CA bundle for SSL.")
 
+    def client_config(self) -> dict[str, str]:
+        """librdkafka bootstrap and security settings shared by every radpulse Kafka client."""
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                     "sasl.password": self.sasl_password}
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        return conf
+
 
 @dataclass(frozen=True)
 class BrokerSettings:

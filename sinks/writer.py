@@ -38,7 +38,6 @@ from schemas.registry import UnknownSchemaError
 from sinks.batcher import Batcher, Partition
 from sinks.clickhouse import Database
 from sinks.errors import ClickHouseError, RowError
-from sinks.kafka_conf import client_config
 from sinks.rows import COLUMNS, Row, rows_for
 
 log = logging.getLogger("radpulse.sinks.writer")
@@ -94,7 +93,7 @@ class SinkWriter:
         self._paused = False
         self._missing_topics: set[str] = set()
         conf = (
-            client_config(settings.kafka)
+            settings.kafka.client_config()
             | {
                 "group.id": group_id,
                 "enable.auto.commit": False,

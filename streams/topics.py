@@ -19,13 +19,7 @@ log = logging.getLogger("radpulse.streams")
 
 def ensure_topics(settings: Settings, names: Iterable[str], timeout_s: float = 30.0) -> None:
     k = settings.kafka
-    conf = {"bootstrap.servers": k.bootstrap_servers, "security.protocol": k.security_protocol}
-    if k.sasl_mechanism:
-        conf |= {"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username,
-                 "sasl.password": k.sasl_password}
-    if k.ssl_ca_location:
-        conf["ssl.ca.location"] = k.ssl_ca_location
-    admin = AdminClient(conf)
+    admin = AdminClient(k.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = [settings.topic(n) for n in names]
     new = [NewTopic(t, num_partitions=k.partitions, replication_factor=1) for t in wanted if t not in existing]
