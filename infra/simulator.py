@@ -81,6 +81,7 @@ class Device:
     qa_daily_p: float = 0.0  # chance per day of a morning QA/phantom exam
     target_ei: float = 400.0  # DX/CR target exposure index (IEC 62494-1)
     department: str = "Radiology"
+    sends_mpps: bool = False  # sends MPPS N-CREATE/N-SET (``infra.sim_workflow``) besides its images
 
     def __post_init__(self) -> None:
         if len(self.hours) != 7:
@@ -130,7 +131,7 @@ def default_hospital() -> list[Device]:
             key="CT1", modality="CT", manufacturer="SIEMENS", model="SOMATOM Definition Flash",
             station_name="CTAWP73491", serial="73491", ae_title="CT1_FLASH", hours=_week("00:00-24:00",
             "00:00-24:00", "00:00-24:00"), software_versions="syngo CT VA48A", sends_tz_offset=True,
-            nonucum_units=True, busy_idle_min=4.0, qa_daily_p=0.9, zh_share=0.4,
+            nonucum_units=True, sends_mpps=True, busy_idle_min=4.0, qa_daily_p=0.9, zh_share=0.4,
             exam_mix=(("CT_HEAD", 34), ("CT_CHEST", 20), ("CT_ABD_PELVIS", 14), ("CT_CAP", 8), ("CT_NECK", 5),
                       ("CT_LSPINE", 8), ("CT_SINUS", 3), ("CT_CHEST_LD", 6), ("CT_CTA_CORONARY", 2)),
         ),
@@ -153,7 +154,7 @@ def default_hospital() -> list[Device]:
             key="MR1", modality="MR", manufacturer="SIEMENS", model="MAGNETOM Aera", station_name="MRC41234",
             serial="41234", ae_title="MR1_AERA", hours=_week("07:00-23:00", "07:00-23:00", "07:00-23:00"),
             software_versions="syngo MR E11", field_strength_t=1.5, busy_idle_min=6.0, qa_daily_p=0.5,
-            sends_acquisition_datetime=True, zh_share=0.3,
+            sends_acquisition_datetime=True, zh_share=0.3, sends_mpps=True,
             exam_mix=(("MR_BRAIN", 35), ("MR_LSPINE", 30), ("MR_KNEE", 25), ("MR_PROSTATE", 10)),
         ),
         Device(
@@ -169,6 +170,7 @@ def default_hospital() -> list[Device]:
             station_name="DRXEVO1", serial="KH8816", ae_title="DX1_DRXEVO",
             hours=_week("07:00-19:00", "07:00-19:00", "07:00-19:00"), software_versions="5.7.412.7005",
             sends_rdsr=False, derived_image_type=True, busy_idle_min=3.0, target_ei=1500.0, zh_share=0.6,
+            sends_mpps=True,
             exam_mix=(("DX_CHEST_PA", 40), ("DX_CHEST_PA_LAT", 20), ("DX_ABDOMEN", 10), ("DX_LSPINE", 10),
                       ("DX_EXTREMITY_KNEE", 8), ("DX_EXTREMITY_HAND", 6), ("DX_EXTREMITY_ANKLE", 6)),
         ),
@@ -687,6 +689,30 @@ class PlannedExam:
     pps_id: str
     mr_receive_coil: str | None = None
     mr_transmit_coil: str | None = None
+    # workflow (HL7 order/arrival, MPPS), planned from its own random stream: patient exams only, else None
+    order_utc: datetime | None = None  # ORC-9: order issued
+    scheduled_start_utc: datetime | None = None  # TQ1-7 / ORC-7.4: booked start
+    arrival_utc: datetime | None = None  # ADT^A10 EVN-6: patient arrived
+    mpps_status: str | None = None  # final MPPS status (COMPLETED | DISCONTINUED); None = device sends no MPPS
+    mpps_uid: str | None = None  # the MPPS SOP Instance UID
+
+    @property
+    def has_mpps(self) -> bool:
+        return self.mpps_status is not None
+
+    @property
+    def discontinued(self) -> bool:
+        return self.mpps_status == "DISCONTINUED"
+
+    @property
+    def mpps_start_utc(self) -> datetime:
+        """MPPS start = first acquisition, so images and MPPS tell one truth."""
+        return self.start_utc
+
+    @property
+    def mpps_end_utc(self) -> datetime:
+        """MPPS end = last acquisition (also for a discontinued step: its images were all sent)."""
+        return self.end_utc
 
     @property
     def n_images(self) -> int:
@@ -767,7 +793,7 @@ def plan_days(
     for device in devices:
         drafts.extend(_plan_device(device, start_date, days, seed, tz))
     drafts.sort(key=lambda d: (d.start_utc, d.device.key))
-    exams = _finalise(drafts, seed, tz, scale)
+    exams = _plan_workflow(_finalise(drafts, seed, tz, scale), seed, tz)
     return Plan(seed=seed, tz=tz, start_date=start_date, days=days, scale=scale, pixels=pixels,
                 devices=tuple(devices), exams=tuple(exams))
 
@@ -894,6 +920,40 @@ def _finalise(drafts: list[_Draft], seed: int, tz: str, scale: float) -> list[Pl
             patient = _patient(rng, draft.exam_type, patient_seq, local_day)
         exams.append(_build_exam(draft, rng, seed, tz, scale, patient, accession, extra))
     return exams
+
+
+ORDER_LEAD_S = (3600, 48 * 3600)  # order issued 1–48 h before the exam starts
+ARRIVAL_LEAD_S = (5 * 60, 60 * 60)  # patient arrives 5–60 min before the exam starts
+SCHEDULE_SLIP_S = (-8 * 60, 12 * 60)  # actual start − booked start, before the booking is floored to a minute
+
+
+def _plan_workflow(exams: list[PlannedExam], seed: int, tz: str) -> list[PlannedExam]:
+    """Order, booking, arrival and MPPS for every patient exam, from streams of their own: the images, UIDs and
+    times planned before are untouched. One MPPS exam per local day (if any) ends DISCONTINUED."""
+    zone = _zone(tz)
+    out: list[PlannedExam] = []
+    for exam in exams:
+        if exam.is_qa:
+            out.append(exam)
+            continue
+        rng = random.Random(f"radpulse-sim/{seed}/{exam.exam_id}/workflow")
+        start = exam.start_utc
+        order = start - timedelta(seconds=rng.randint(*ORDER_LEAD_S))
+        booked = (start - timedelta(seconds=rng.randint(*SCHEDULE_SLIP_S))).replace(second=0, microsecond=0)
+        arrival = start - timedelta(seconds=rng.randint(*ARRIVAL_LEAD_S))
+        mpps = exam.device.sends_mpps
+        out.append(dataclasses.replace(
+            exam, order_utc=order, scheduled_start_utc=booked, arrival_utc=arrival,
+            mpps_status="COMPLETED" if mpps else None, mpps_uid=make_uid(seed, "mpps", exam.exam_id) if mpps else None,
+        ))
+    by_day: dict[date, list[int]] = {}
+    for i, exam in enumerate(out):
+        if exam.has_mpps:
+            by_day.setdefault(exam.start_utc.astimezone(zone).date(), []).append(i)
+    for day, indexes in sorted(by_day.items()):
+        pick = random.Random(f"radpulse-sim/{seed}/discontinued/{day.isoformat()}").choice(indexes)
+        out[pick] = dataclasses.replace(out[pick], mpps_status="DISCONTINUED")
+    return out
 
 
 def _qa_patient(device: Device) -> Patient:
@@ -1251,6 +1311,29 @@ def _exam_truth(exam: PlannedExam) -> dict[str, Any]:
             "field_strength_t": device.field_strength_t, "receive_coil": exam.mr_receive_coil,
             "transmit_coil": exam.mr_transmit_coil},
         "dose": _dose_truth(exam),
+        **_workflow_truth(exam),
+    }
+
+
+def _workflow_truth(exam: PlannedExam) -> dict[str, Any]:
+    """Order/booking/arrival/MPPS truth and the waits the pipeline must compute, from the exam start (the first
+    acquisition, which is also the MPPS start when the device sends MPPS)."""
+    start = exam.mpps_start_utc if exam.has_mpps else exam.start_utc
+
+    def since(t: datetime | None) -> float | None:
+        return None if t is None else (start - t).total_seconds()
+
+    return {
+        "order_time_utc": _iso(exam.order_utc) if exam.order_utc else None,
+        "scheduled_start_utc": _iso(exam.scheduled_start_utc) if exam.scheduled_start_utc else None,
+        "arrival_utc": _iso(exam.arrival_utc) if exam.arrival_utc else None,
+        "has_mpps": exam.has_mpps,
+        "mpps_status": exam.mpps_status,
+        "mpps_sop_instance_uid": exam.mpps_uid,
+        "discontinued": exam.discontinued,
+        "arrival_to_start_s": since(exam.arrival_utc),
+        "order_to_start_s": since(exam.order_utc),
+        "scheduled_delay_s": since(exam.scheduled_start_utc),
     }
 
 
@@ -1271,6 +1354,7 @@ def _device_truth(plan: Plan, device: Device) -> dict[str, Any]:
             "n_patient_exams": len(patients),
             "n_qa_exams": len(mine) - len(patients),
             "busy_seconds": sum(e.duration_s for e in patients),
+            "n_discontinued_exams": sum(1 for e in patients if e.discontinued),
             "n_instances": sum(e.n_instances for e in mine),
         })
     dlp = [_r(sum(ev.dlp_mgy_cm or 0.0 for ev in e.dose_events), 2) for e in exams if device.modality == "CT"]
@@ -1279,7 +1363,7 @@ def _device_truth(plan: Plan, device: Device) -> dict[str, Any]:
         "modality": device.modality, "manufacturer": device.manufacturer, "model": device.model,
         "serial": device.serial, "software_versions": device.software_versions,
         "field_strength_t": device.field_strength_t, "sends_tz_offset": device.sends_tz_offset,
-        "sends_rdsr": device.sends_rdsr, "charset": device.charset,
+        "sends_rdsr": device.sends_rdsr, "charset": device.charset, "sends_mpps": device.sends_mpps,
         "hours": dict(zip(WEEKDAYS, device.hours, strict=True)),
         "n_exams": len(exams), "n_patient_exams": sum(1 for e in exams if not e.is_qa),
         "n_qa_exams": sum(1 for e in exams if e.is_qa), "n_instances": sum(e.n_instances for e in exams),
@@ -1364,10 +1448,12 @@ class SendStats:
     seconds: float
     by_status: dict[str, int] = field(default_factory=dict)  # "0x0000" → count
     per_device: dict[str, dict[str, int]] = field(default_factory=dict)
+    workflow: Any = None  # infra.sim_workflow.WorkflowStats when sent with workflow=True
 
     @property
     def ok(self) -> bool:
-        return self.attempted == self.succeeded and not (self.not_sent or self.no_response or self.failed)
+        return (self.attempted == self.succeeded and not (self.not_sent or self.no_response or self.failed)
+                and (self.workflow is None or self.workflow.ok))
 
     @property
     def rate_per_s(self) -> float:
@@ -1392,6 +1478,8 @@ def send(
     interleave: bool = False,
     pixels: str | None = None,
     timeout_s: float = 30.0,
+    workflow: bool = False,
+    hl7_port: int | None = None,
 ) -> SendStats:
     """C-STORE the whole plan to ``host:port`` with pynetdicom, calling AE = each device's AE title.
 
@@ -1405,7 +1493,17 @@ def send(
       modalities do; also time-ordered and fast).
     A refused association marks that exam's instances ``not_sent``; an association the peer drops is reopened and
     the object retried once.
+
+    ``workflow=True`` first sends the plan's HL7 orders and arrivals to ``host:hl7_port`` (MLLP) and its MPPS to
+    ``host:port`` with ``infra.sim_workflow.send_workflow``; its outcome is in ``SendStats.workflow``.
     """
+    workflow_stats = None
+    if workflow:
+        if hl7_port is None:
+            raise ValueError("workflow=True needs hl7_port: the MLLP port of the edge (e.g. 2575)")
+        from infra.sim_workflow import send_workflow
+
+        workflow_stats = send_workflow(plan, host, port, hl7_port, called_ae=called_ae, timeout_s=timeout_s)
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
     from pynetdicom import AE, evt
     from pynetdicom.association import Association
@@ -1484,7 +1582,7 @@ def send(
         if bar is not None:
             bar.stop()
     return SendStats(seconds=_time.perf_counter() - started, by_status=by_status, per_device=per_device,
-                     **counts)
+                     workflow=workflow_stats, **counts)
 
 
 def _no_delay(event: Any) -> None:
@@ -1554,6 +1652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11112)
     parser.add_argument("--called-ae", default="RADPULSE")
+    parser.add_argument("--hl7-port", type=int, default=None,
+                        help="also send HL7 orders/arrivals (MLLP, this port) and MPPS (DICOM port)")
     parser.add_argument("--per-exam-associations", action="store_true")
     parser.add_argument("--interleave", action="store_true", help="keep every device's association open")
     parser.add_argument("--out", default="radpulse-data/sim-dicom", help="folder for 'write'")
@@ -1576,7 +1676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"truth → {write_truth(plan, args.truth)}", file=sys.stderr)
     if args.action == "send":
         stats = send(plan, args.host, args.port, args.called_ae, progress=not args.quiet,
-                     per_device_associations=not args.per_exam_associations, interleave=args.interleave)
+                     per_device_associations=not args.per_exam_associations, interleave=args.interleave,
+                     workflow=args.hl7_port is not None, hl7_port=args.hl7_port)
         print(json.dumps(dataclasses.asdict(stats) | {"rate_per_s": round(stats.rate_per_s, 1)}, indent=1))
         return 0 if stats.ok else 1
     if args.action == "write":

@@ -149,7 +149,10 @@ def run_demo(args: argparse.Namespace) -> int:
         log.info("synthetic hospital: %d devices, %d exams, %d instances on %s (seed %d); truth in %s",
                  len(plan.devices), len(plan.exams), plan.n_instances, start, args.seed, truth_path)
         host = "127.0.0.1" if settings.edge.host in ("0.0.0.0", "") else settings.edge.host
-        stats = simulator.send(plan, host, settings.edge.port, settings.edge.ae_title, progress=True)
+        hl7_port = settings.hl7.port if settings.hl7.enabled else None
+        # orders, arrivals (HL7) and procedure steps (MPPS) too, so wait times and MPPS timing have data
+        stats = simulator.send(plan, host, settings.edge.port, settings.edge.ae_title, progress=True,
+                               workflow=hl7_port is not None, hl7_port=hl7_port)
         log.info("sent %d/%d instances (%.0f/s); %d failed", stats.succeeded, stats.attempted, stats.rate_per_s,
                  stats.failed)
         done = _wait_for_exams(settings, len(plan.exams), timeout_s=240)

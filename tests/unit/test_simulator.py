@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import json
@@ -556,3 +557,183 @@ def test_send_to_a_pynetdicom_scp(per_device: bool, interleave: bool) -> None:
     assert stats.associations == (4 if per_device else len(plan.exams))
     assert len({uid for _, uid in received}) == plan.n_instances
     assert {ae for ae, _ in received} == {d.ae_title for d in plan.devices}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Workflow: orders, bookings, arrivals, MPPS
+# ------------------------------------------------------------------------------------------------------------
+
+_WORKFLOW_KEYS = ("order_time_utc", "scheduled_start_utc", "arrival_utc", "has_mpps", "mpps_status",
+                  "mpps_sop_instance_uid", "discontinued", "arrival_to_start_s", "order_to_start_s",
+                  "scheduled_delay_s")
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_workflow_planning_is_deterministic_and_leaves_the_images_alone() -> None:
+    devices = _devices("CT1", "MR2", "DX1")
+    a = plan_days(devices, MONDAY, 2, SEED, TZ, scale=0.02)
+    b = plan_days(devices, MONDAY, 2, SEED, TZ, scale=0.02)
+    c = plan_days(devices, MONDAY, 2, SEED + 1, TZ, scale=0.02)
+    wf = [{k: t[k] for k in _WORKFLOW_KEYS} for t in a.truth()["exams"]]
+    assert wf == [{k: t[k] for k in _WORKFLOW_KEYS} for t in b.truth()["exams"]]
+    assert wf != [{k: t[k] for k in _WORKFLOW_KEYS} for t in c.truth()["exams"]]
+    # the workflow streams are the exam's own: stripping the workflow gives the exam exactly as planned before
+    for exam in a.exams:
+        bare = dataclasses.replace(exam, order_utc=None, scheduled_start_utc=None, arrival_utc=None,
+                                   mpps_status=None, mpps_uid=None)
+        assert {k: v for k, v in exam.truth().items() if k not in _WORKFLOW_KEYS} == {
+            k: v for k, v in bare.truth().items() if k not in _WORKFLOW_KEYS}
+    first = [_encode(ds) for _, ds in iter_datasets(a, exams=a.exams[:4])]
+    assert first == [_encode(ds) for _, ds in iter_datasets(b, exams=b.exams[:4])]
+
+
+def test_workflow_times_and_waits_are_consistent(day_plan: Plan) -> None:
+    truth = day_plan.truth()
+    patients = [t for t in truth["exams"] if not t["is_qa"]]
+    assert patients
+    for t in truth["exams"]:
+        if t["is_qa"]:
+            assert t["order_time_utc"] is t["arrival_utc"] is t["mpps_status"] is None and not t["has_mpps"]
+            assert t["arrival_to_start_s"] is t["order_to_start_s"] is t["scheduled_delay_s"] is None
+            continue
+        start = _utc(t["start_utc"])  # also the MPPS start when the device sends MPPS
+        order, booked, arrival = _utc(t["order_time_utc"]), _utc(t["scheduled_start_utc"]), _utc(t["arrival_utc"])
+        assert t["arrival_to_start_s"] == (start - arrival).total_seconds()
+        assert t["order_to_start_s"] == (start - order).total_seconds()
+        assert t["scheduled_delay_s"] == (start - booked).total_seconds()
+        assert 5 * 60 <= t["arrival_to_start_s"] <= 60 * 60
+        assert 3600 <= t["order_to_start_s"] <= 48 * 3600
+        assert -9 * 60 < t["scheduled_delay_s"] < 13 * 60
+        assert booked.second == 0, "bookings are whole minutes"
+        assert order < arrival < start
+    json.dumps(truth)  # still plain JSON
+    waits = [t["arrival_to_start_s"] for t in patients]
+    assert len(set(waits)) > len(waits) / 2, "waits vary between exams"
+
+
+def test_mpps_devices_and_one_discontinued_exam_per_day() -> None:
+    hospital = default_hospital()
+    assert {d.key for d in hospital if d.sends_mpps} == {"CT1", "MR1", "DX1"}
+    plan = plan_days(hospital, MONDAY, 2, SEED, TZ, scale=0.02)
+    truth = plan.truth()
+    zone = ZoneInfo(TZ)
+    for exam in plan.exams:
+        assert exam.has_mpps == (exam.device.sends_mpps and not exam.is_qa)
+        assert (exam.mpps_uid is not None) == exam.has_mpps
+        if exam.has_mpps:
+            assert exam.mpps_start_utc == exam.start_utc and exam.mpps_end_utc == exam.end_utc
+    stopped = [e for e in plan.exams if e.discontinued]
+    assert sorted(e.start_utc.astimezone(zone).date() for e in stopped) == [MONDAY, MONDAY + timedelta(days=1)]
+    assert all(e.has_mpps and not e.is_qa for e in stopped)
+    assert {t["mpps_status"] for t in truth["exams"]} == {None, "COMPLETED", "DISCONTINUED"}
+    per_day = Counter((d["device_key"], day["local_date"]) for d in truth["devices"] for day in d["days"]
+                      for _ in range(day["n_discontinued_exams"]))
+    assert sum(per_day.values()) == 2
+    assert {d["device_key"]: d["sends_mpps"] for d in truth["devices"]}["CT1"] is True
+
+
+def test_hl7_and_mpps_builders_say_what_the_edge_reads(day_plan: Plan) -> None:
+    from edge_ingest.deid import DeidContext
+    from edge_ingest.hl7 import parse, to_workflow_events
+    from edge_ingest.keys import EdgeKeys
+    from edge_ingest.mpps import mpps_event
+    from edge_ingest.pseudonyms import pseudonym, uid_pseudonym
+    from infra.sim_workflow import adt_a10, hl7_messages, mpps_n_create, mpps_n_set, orm_o01
+
+    keys = EdgeKeys(b"k" * 32, b"a" * 32)
+    ctx = DeidContext(keys=keys, site_id="site-a", edge_id="edge-1", site_timezone=TZ)
+    now = datetime(2025, 3, 4, tzinfo=UTC)
+    exam = next(e for e in day_plan.exams if e.has_mpps and e.device.sends_tz_offset)
+    acc = pseudonym(keys, "accession", exam.accession)
+    orm = to_workflow_events(parse(orm_o01(exam, SEED)), ctx, received_at=now)
+    assert [e.kind for e in orm] == ["ordered", "scheduled"]
+    assert orm[0].order_time_utc == exam.order_utc and orm[1].scheduled_start_utc == exam.scheduled_start_utc
+    assert all(e.accession_pseudonym == acc for e in orm)
+    assert orm[0].patient_pseudonym == pseudonym(keys, "patient", exam.patient.patient_id)
+    (arrival,) = to_workflow_events(parse(adt_a10(exam, SEED)), ctx, received_at=now)
+    assert arrival.kind == "arrival" and arrival.occurred_at == exam.arrival_utc and arrival.accession_pseudonym == acc
+    assert len(hl7_messages(exam, SEED)) == 2
+    assert hl7_messages(next(e for e in day_plan.exams if e.is_qa), SEED) == []
+
+    create = mpps_event(mpps_n_create(exam), message="N-CREATE", pps_uid=exam.mpps_uid or "", ctx=ctx,
+                        calling_ae=exam.device.ae_title, received_at=now)
+    assert create.kind == "pps_in_progress" and create.pps_start_utc == exam.start_utc
+    assert create.study_pseudonym == uid_pseudonym(keys, exam.study_uid) and create.accession_pseudonym == acc
+    done = mpps_event(mpps_n_set(exam), message="N-SET", pps_uid=exam.mpps_uid or "", ctx=ctx,
+                      calling_ae=exam.device.ae_title, received_at=now)
+    assert done.kind == ("pps_discontinued" if exam.discontinued else "pps_completed")
+    assert done.pps_end_utc == exam.end_utc
+    stopped = next(e for e in day_plan.exams if e.discontinued)
+    assert mpps_n_set(stopped).PerformedProcedureStepStatus == "DISCONTINUED"
+    # the non-offset devices: local time read in the site zone gives the same instants
+    plain = next(e for e in day_plan.exams if e.has_mpps and not e.device.sends_tz_offset)
+    ev = mpps_event(mpps_n_create(plain), message="N-CREATE", pps_uid="1.2.3", ctx=ctx, calling_ae="X",
+                    received_at=now)
+    assert ev.pps_start_utc == plain.start_utc
+
+
+def test_send_with_workflow_over_mllp_and_mpps() -> None:
+    import socket as socketlib
+
+    from pynetdicom import AE, evt
+
+    from infra.sim_workflow import MPPS_SOP_CLASS, START_BLOCK
+
+    plan = plan_days(default_hospital(), MONDAY, 1, SEED, TZ, scale=0.02).subset(("CT1", "MR2"), 2)
+    hl7: list[str] = []
+    mpps: list[tuple[str, str, str]] = []
+
+    listener = socketlib.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        buf = b""
+        with conn:
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while b"\x1c\r" in buf:
+                    frame, buf = buf.split(b"\x1c\r", 1)
+                    text = frame[frame.find(START_BLOCK) + 1:].decode()
+                    hl7.append(text)
+                    control = text.split("\r")[0].split("|")[9]
+                    conn.sendall(START_BLOCK + f"MSH|^~\\&|R|R|S|S|x||ACK|1|P|2.5.1\rMSA|AA|{control}\r".encode()
+                                 + b"\x1c\r")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def on_n(event: Any, message: str) -> tuple[int, Dataset]:
+        ds = event.attribute_list if message == "N-CREATE" else event.modification_list
+        uid = event.request.AffectedSOPInstanceUID if message == "N-CREATE" else \
+            event.request.RequestedSOPInstanceUID
+        mpps.append((event.assoc.requestor.ae_title, message, str(ds.PerformedProcedureStepStatus)))
+        assert uid
+        return 0x0000, ds
+
+    scp = AE(ae_title="RADPULSE")
+    scp.add_supported_context(MPPS_SOP_CLASS)
+    for sop_class in [*sim_dicom.IMAGE_SOP_CLASS.values(), sim_dicom.RDSR_SOP_CLASS]:
+        scp.add_supported_context(sop_class)
+    server = scp.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+        (evt.EVT_N_CREATE, on_n, ["N-CREATE"]), (evt.EVT_N_SET, on_n, ["N-SET"]),
+        (evt.EVT_C_STORE, lambda event: 0x0000)])
+    try:
+        stats = send(plan, "127.0.0.1", server.server_address[1], progress=False, workflow=True,
+                     hl7_port=listener.getsockname()[1])
+    finally:
+        server.shutdown()
+        listener.close()
+    assert stats.ok, stats
+    patients = [e for e in plan.exams if not e.is_qa]
+    assert stats.workflow.hl7_accepted == len(hl7) == 2 * len(patients)
+    assert [m.split("\r")[0].split("|")[8] for m in hl7[:2]] == ["ORM^O01^ORM_O01", "ADT^A10^ADT_A09"]
+    with_mpps = [e for e in patients if e.has_mpps]
+    assert with_mpps and len(mpps) == 2 * len(with_mpps) == stats.workflow.mpps_succeeded
+    assert {ae for ae, _, _ in mpps} == {"CT1_FLASH"}
+    assert [(m, s) for _, m, s in mpps[:2]] == [("N-CREATE", "IN PROGRESS"), ("N-SET", mpps[1][2])]
+    assert stats.succeeded == plan.n_instances
+    with pytest.raises(ValueError, match="hl7_port"):
+        send(plan, "127.0.0.1", 1, progress=False, workflow=True)
