@@ -55,6 +55,9 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
+        # the rebalance timeout is the max poll interval: a worker killed during a rebalance would otherwise hold
+        # the others up to Faust's default of 1000 s before they take over its partitions
+        broker_max_poll_interval=30.0,
         broker_commit_every=500,
         broker_commit_interval=1.0,
         stream_wait_empty=False,

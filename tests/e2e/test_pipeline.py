@@ -87,7 +87,7 @@ def test_two_workers_one_killed_mid_stream(pipeline: Pipeline) -> None:
     plan = small_plan(devices=("CT1", "CT2", "MR1", "DX1", "DX2"), per_device=5, seed=13)
     a = pipeline.start_worker("a")
     pipeline.start_worker("b")
-    time.sleep(8)  # both join the group and share the partitions
+    time.sleep(15)  # both join the group and share the partitions
     half = plan.subset(per_device=2)
     pipeline.send_pynetdicom(half)
     pipeline.kill(a)  # SIGKILL: no goodbye to the group, no final commit
