@@ -87,7 +87,9 @@ class Pipeline:
             time.sleep(1)
         logs = "\n".join((self.tmp / p).read_text(errors="replace")[-1500:] for p in os.listdir(self.tmp)
                          if p.startswith("worker-"))
-        raise AssertionError(f"only {self.complete_exams()} of {expected} exams complete; worker logs:\n{logs}")
+        done, held = self.db.query(sql).rows[0]
+        raise AssertionError(f"{done} of {expected} exams complete holding {held} of {instances} instances; "
+                             f"worker logs:\n{logs}")
 
     def exams(self) -> dict[str, dict[str, object]]:
         result = self.db.query(
