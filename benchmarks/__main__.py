@@ -1,0 +1,78 @@
+"""`python -m benchmarks [--quick]`: the edge benchmark, then the pipeline benchmark at the edge's rate.
+
+Benchmarks report, they don't gate: the exit code is 0 whatever the figures (non-zero only if a benchmark could not
+run at all), and every missed target is printed as MISSED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks import edge_throughput, pipeline
+
+console = Console(width=edge_throughput.console.width)
+
+
+def missed(edge: dict[str, Any], pipe: dict[str, Any]) -> list[str]:
+    out = []
+    for name in edge_throughput.SETS:
+        if name in edge and not edge[name]["met"]:
+            out.append(f"edge {name}: edge/bare {edge[name]['ratio']:.2f} < {edge_throughput.TARGET_RATIO:.2f}")
+    if pipe:
+        ok, ref = pipe["keeps_up"], pipe["edge_rate_reference"]
+        thr, st, lat = pipe["throughput"], pipe["streams"], pipe["latency"]
+        if not ok["pipeline"]:
+            out.append(f"pipeline: {thr['pipeline_rate']:.0f} ev/s end to end < 0.9 × the edge's accepted "
+                       f"{thr['edge_rate']:.0f} inst/s in the same run")
+        if not ok["pipeline_vs_reference"]:
+            out.append(f"pipeline: {thr['pipeline_rate']:.0f} ev/s < the edge benchmark's {ref:.0f} inst/s")
+        if not ok["streams_vs_reference"]:
+            out.append(f"streams alone: {st['streams_rate']:.0f} ev/s < the edge benchmark's {ref:.0f} inst/s")
+        if not lat["met"]:
+            out.append(f"latency: P99 {lat['p99_s']:.2f} s ≥ {pipeline.LATENCY_TARGET_S:.0f} s at "
+                       f"{lat['achieved_rate']:.0f} exams/s")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sets and fewer runs (a few minutes)")
+    parser.add_argument("--only", choices=("edge", "pipeline"), help="run one benchmark")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = parser.parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M")
+    edge: dict[str, Any] = {}
+    pipe: dict[str, Any] = {}
+    if args.only in (None, "edge"):
+        console.rule("edge throughput")
+        edge = edge_throughput.main(["--runs", "3", "--ct", "100", "--small", "600", "--stall-sample", "40"]
+                                    if args.quick else [])
+    if args.only in (None, "pipeline"):
+        console.rule("pipeline")
+        # the issue's reference: the edge's own throughput on small instances from the edge benchmark
+        reference = edge["small32k"]["edge"] if "small32k" in edge else None
+        pipe = pipeline.main(["--quick"] if args.quick else [], edge_rate=reference)
+    problems = missed(edge, pipe)
+    console.rule("summary")
+    if problems:
+        for line in problems:
+            console.print(f"[bold red]MISSED[/] {line}")
+    else:
+        console.print("every target met")
+    if args.json:
+        args.json.write_text(json.dumps({"started": started, "quick": args.quick, "edge": edge, "pipeline": pipe},
+                                        indent=2, default=str))
+        console.print(f"figures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
