@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with console.status("writing instance sets"):
             for name, (rows, cols) in SETS.items():
                 make_series(work / name, counts[name], rows, cols)
-        from infra.broker import EmbeddedBroker
+        from cli.broker import EmbeddedBroker
 
         broker = EmbeddedBroker(port=free_port(), log_path=work / "tansu.log").start()
         ports = {"bare": free_port(), "bare_nagle": free_port(), "edge": free_port()}
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env = dict(os.environ, RADPULSE_CONFIG=os.devnull, RADPULSE_EDGE__DATA_DIR=str(work / "edge"),
                    RADPULSE_EDGE__HOST="127.0.0.1", RADPULSE_HL7__ENABLED="false",
                    RADPULSE_KAFKA__BOOTSTRAP_SERVERS=broker.bootstrap, RADPULSE_KAFKA__TOPIC_PREFIX="bench")
-        edge_cmd = [py, "-m", "infra.cli", "--log-level", "WARNING", "edge", "--port", str(ports["edge"])]
+        edge_cmd = [py, "-m", "cli.main", "--log-level", "WARNING", "edge", "--port", str(ports["edge"])]
         with open(work / "edge.log", "w") as edge_log:
             procs.append(subprocess.Popen(edge_cmd, env=env, stderr=edge_log))
         pids = {"bare": procs[0].pid, "bare_nagle": procs[1].pid, "edge": procs[2].pid}

@@ -2,7 +2,7 @@
 exam row visible) P50/P99, and the streams stage's own events/s measured separately.
 
 Wiring (as ``tests/e2e/conftest.py``): the embedded broker on a free port, ``radpulse edge`` as a subprocess, one
-Faust worker subprocess (``python -m infra.cli streams --web-port 0``), and a ``SinkWriter`` thread in this process
+Faust worker subprocess (``python -m cli.main streams --web-port 0``), and a ``SinkWriter`` thread in this process
 writing to chDB in a temporary folder. Settings go to every part through ``RADPULSE_*`` variables.
 
 1. **Throughput.** A seeded simulator day (``plan_days`` at ``--scale``) is written with ``write_dicom_dir`` and sent
@@ -92,7 +92,7 @@ class Stack:
         env = (env or self.env) | {"RADPULSE_STREAMS__DATA_DIR": str(self.work / f"streams-{name}")}
         with open(self.work / f"worker-{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", "streams", "--web-port", "0", "--loglevel", "warn"],
+                [sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "warn"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         self.workers.append(proc)
@@ -114,8 +114,8 @@ class Stack:
 
 def start_stack(work: Path, *, idle_close_s: float, tick_s: float, flush_s: float,
                 bootstrap: str | None = None) -> Stack:
+    from cli.broker import EmbeddedBroker
     from edge_ingest.keys import load_keys
-    from infra.broker import EmbeddedBroker
     from schemas.config import load_settings
     from sinks.clickhouse import connect
     from sinks.migrate import migrate
@@ -140,7 +140,7 @@ def start_stack(work: Path, *, idle_close_s: float, tick_s: float, flush_s: floa
     env.pop("TCP_NODELAY", None)
     stack = Stack(work, env, load_settings(None, env=env), bootstrap=bootstrap, broker=broker)
     with open(work / "edge.log", "ab") as log:
-        stack.edge = subprocess.Popen([sys.executable, "-m", "infra.cli", "--log-level", "WARNING", "edge"],
+        stack.edge = subprocess.Popen([sys.executable, "-m", "cli.main", "--log-level", "WARNING", "edge"],
                                       env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     stack.start_worker("main")
     stack.db = connect(stack.settings.clickhouse.url)

@@ -1,7 +1,7 @@
 """`radpulse dashboards build|push` and `radpulse clickhouse ddl`. Heavy imports wait until a command runs.
 
 ``clickhouse ddl`` belongs to sinks (``sinks/cluster_ddl.py``) but is registered here, under the ``clickhouse``
-command that ``sinks/cli.py`` creates, so sinks' CLI needs no change; ``infra/cli.py`` lists this module after
+command that ``sinks/cli.py`` creates, so sinks' CLI needs no change; ``cli/main.py`` lists this module after
 ``sinks.cli``.
 """
 
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     clickhouse = sub.choices.get("clickhouse")
     if clickhouse is None:
-        raise RuntimeError("dashboards.cli must be registered after sinks.cli (infra/cli.py _CONTRIBUTORS)")
+        raise RuntimeError("dashboards.cli must be registered after sinks.cli (cli/main.py _CONTRIBUTORS)")
     ch_actions = next(a for a in clickhouse._actions if isinstance(a, argparse._SubParsersAction))
     c = ch_actions.add_parser("ddl", help="print the schema as ReplicatedMergeTree + Distributed DDL for a cluster")
     c.add_argument("--cluster", required=True, help="cluster name from the servers' remote_servers config")

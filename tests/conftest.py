@@ -31,12 +31,12 @@ def samples_dir() -> Path:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("RADPULSE_TEST_KAFKA")
     if external:
-        from infra.broker import wait_for_kafka
+        from cli.broker import wait_for_kafka
 
         wait_for_kafka(external, 60)
         yield external
         return
-    from infra.broker import EmbeddedBroker, free_port
+    from cli.broker import EmbeddedBroker, free_port
 
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     broker = EmbeddedBroker(port=free_port(), log_path=log).start()

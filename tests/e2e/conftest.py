@@ -43,7 +43,7 @@ class Pipeline:
         env = self.env | {"RADPULSE_STREAMS__DATA_DIR": str(self.tmp / f"streams-{name}")}
         log = open(self.tmp / f"worker-{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "streams", "--web-port", "0", "--loglevel", "warn"],
+            [sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "warn"],
             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers.append(proc)

@@ -16,8 +16,8 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from cli.broker import free_port
 from edge_ingest.node import EdgeNode
-from infra.broker import free_port
 from schemas import codec
 from schemas.events import InstanceEvent
 from tests.conftest import REPO, edge_settings

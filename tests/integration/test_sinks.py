@@ -373,7 +373,7 @@ def free_port() -> int:
 def radpulse(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=full_env,
         cwd=cwd,
         capture_output=True,
@@ -426,7 +426,7 @@ def test_radpulse_sink_serves_the_endpoint_and_stops_on_sigterm(
     produce(settings, "exams", [synthetic_exam(i, v) for i in range(5) for v in (1, 2)])
     log = (tmp_path / "sink.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "sink"],
+        [sys.executable, "-m", "cli.main", "sink"],
         env={**os.environ, "PYTHONPATH": str(REPO), **env},
         cwd=tmp_path,
         stdout=log,

@@ -427,7 +427,7 @@ def test_differs_compares_only_what_we_send() -> None:
 
 # ---------------------------------------------------------------------------------------------------------- cli
 def test_cli_registers_build_push_and_clickhouse_ddl(capsys: pytest.CaptureFixture[str]) -> None:
-    from infra.cli import build_parser, main
+    from cli.main import build_parser, main
 
     parser = build_parser()
     assert parser.parse_args(["clickhouse", "ddl", "--cluster", "c1"]).cluster == "c1"

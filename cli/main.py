@@ -11,7 +11,7 @@ import sys
 from schemas.config import ConfigError
 
 # Packages whose cli.py adds subcommands, in the order the help lists them.
-_CONTRIBUTORS = ("infra.up_cli", "infra.dose_cli", "infra.broker_cli", "edge_ingest.cli", "streams.cli", "sinks.cli",
+_CONTRIBUTORS = ("cli.up_cli", "cli.dose_cli", "cli.broker_cli", "edge_ingest.cli", "streams.cli", "sinks.cli",
                 "dashboards.cli")
 
 

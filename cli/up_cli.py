@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from infra.supervisor import Supervisor
+    from cli.supervisor import Supervisor
 
     settings = load_settings(args.config)
     sup = Supervisor(settings)
@@ -132,8 +132,8 @@ def _last_weekday() -> date:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from cli.supervisor import Supervisor
     from infra import simulator
-    from infra.supervisor import Supervisor
 
     # the last exam of each device closes after this much idle time, so the overview needs no long wait
     os.environ.setdefault("RADPULSE_STREAMS__IDLE_CLOSE_S", "20")

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infra.broker import EmbeddedBroker, wait_for_kafka
+from cli.broker import EmbeddedBroker, wait_for_kafka
 from schemas.config import Settings
 
 log = logging.getLogger("radpulse.up")
@@ -99,7 +99,7 @@ class Supervisor:
             wait_for_kafka(s.kafka.bootstrap_servers, 30)
             log.info("Kafka: external broker at %s", s.kafka.bootstrap_servers)
         env = dict(os.environ) | self.extra_env
-        cli = [sys.executable, "-m", "infra.cli"]
+        cli = [sys.executable, "-m", "cli.main"]
         config = ["--config", os.environ["RADPULSE_CONFIG"]] if os.environ.get("RADPULSE_CONFIG") else []
         specs = [
             ("sink", [*cli, *config, "sink"]),

@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 
-from infra.broker import EmbeddedBroker
+from cli.broker import EmbeddedBroker
 from schemas.config import load_settings
 
 log = logging.getLogger("radpulse.broker")
