@@ -246,7 +246,7 @@ def cpu_per_event_ms(before: dict[str, float], after: dict[str, float], events: 
 
 
 def no_delay(event: Any) -> None:
-    """Disable Nagle on a pynetdicom requestor socket (as ``infra.simulator`` does)."""
+    """Disable Nagle on a pynetdicom requestor socket (as ``synthetic_hospital.plan`` does)."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -364,7 +364,7 @@ def warm_up(stack: Stack) -> None:
 
 
 def throughput(stack: Stack, scale: float, senders: int, seed: int, timeout_s: float) -> dict[str, Any]:
-    from infra import simulator
+    from synthetic_hospital import plan as simulator
 
     settle_s = stack.settings.streams.idle_close_s + 10
 

@@ -54,7 +54,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from infra import simulator
+    from synthetic_hospital import plan as simulator
 
     settings = load_settings(args.config)
     host, _, port = args.to.rpartition(":")
@@ -133,7 +133,7 @@ def _last_weekday() -> date:
 
 def run_demo(args: argparse.Namespace) -> int:
     from cli.supervisor import Supervisor
-    from infra import simulator
+    from synthetic_hospital import plan as simulator
 
     # the last exam of each device closes after this much idle time, so the overview needs no long wait
     os.environ.setdefault("RADPULSE_STREAMS__IDLE_CLOSE_S", "20")

@@ -19,11 +19,11 @@ import pytest
 
 from edge_ingest.node import EdgeNode
 from edge_ingest.pseudonyms import uid_pseudonym
-from infra import simulator
 from schemas.config import Settings, load_settings
 from sinks.clickhouse import Database, connect
 from sinks.migrate import migrate
 from sinks.writer import SinkWriter
+from synthetic_hospital import plan as simulator
 from tests.conftest import REPO
 
 SITE_TZ = "Asia/Shanghai"

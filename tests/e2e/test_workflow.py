@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from edge_ingest.node import EdgeNode
-from infra import simulator
-from infra.sim_workflow import send_workflow
 from schemas.config import load_settings
 from sinks.clickhouse import connect
 from sinks.migrate import migrate
 from sinks.writer import SinkWriter
+from synthetic_hospital import plan as simulator
+from synthetic_hospital.workflow import send_workflow
 from tests.e2e.conftest import SITE_TZ, Pipeline, compare_with_truth
 
 pytestmark = pytest.mark.kafka

@@ -22,8 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
-from infra import sim_dicom
-from infra.simulator import (
+from synthetic_hospital import dicom as sim_dicom
+from synthetic_hospital.plan import (
     EXAM_TYPES,
     Device,
     Plan,
@@ -641,7 +641,7 @@ def test_hl7_and_mpps_builders_say_what_the_edge_reads(day_plan: Plan) -> None:
     from edge_ingest.keys import EdgeKeys
     from edge_ingest.mpps import mpps_event
     from edge_ingest.pseudonyms import pseudonym, uid_pseudonym
-    from infra.sim_workflow import adt_a10, hl7_messages, mpps_n_create, mpps_n_set, orm_o01
+    from synthetic_hospital.workflow import adt_a10, hl7_messages, mpps_n_create, mpps_n_set, orm_o01
 
     keys = EdgeKeys(b"k" * 32, b"a" * 32)
     ctx = DeidContext(keys=keys, site_id="site-a", edge_id="edge-1", site_timezone=TZ)
@@ -680,7 +680,7 @@ def test_send_with_workflow_over_mllp_and_mpps() -> None:
 
     from pynetdicom import AE, evt
 
-    from infra.sim_workflow import MPPS_SOP_CLASS, START_BLOCK
+    from synthetic_hospital.workflow import MPPS_SOP_CLASS, START_BLOCK
 
     plan = plan_days(default_hospital(), MONDAY, 1, SEED, TZ, scale=0.02).subset(("CT1", "MR2"), 2)
     hl7: list[str] = []

@@ -46,7 +46,7 @@ from pydicom.uid import (
 from pydicom.valuerep import PersonName
 
 if TYPE_CHECKING:
-    from infra.simulator import DoseEvent, PlannedExam, PlannedSeries
+    from synthetic_hospital.plan import DoseEvent, PlannedExam, PlannedSeries
 
 Code = tuple[str, str, str]  # (CodeValue, CodingSchemeDesignator, CodeMeaning)
 

@@ -1,7 +1,7 @@
 """A seeded synthetic hospital: plans realistic days of imaging, sends them over real DICOM associations, and
 keeps the exact ground truth.
 
-Layers: ``plan_days`` is pure (seed → ``Plan``, no I/O); ``infra.sim_dicom`` turns a planned exam into pydicom
+Layers: ``plan_days`` is pure (seed → ``Plan``, no I/O); ``synthetic_hospital.dicom`` turns a planned exam into pydicom
 datasets; ``iter_datasets``/``write_dicom_dir``/``send`` are the I/O edges.
 
 Where it bites:
@@ -41,8 +41,8 @@ from zoneinfo import ZoneInfo
 
 from pydicom.dataset import Dataset
 
-from infra import sim_dicom
-from infra.sim_dicom import Code, make_uid
+from synthetic_hospital import dicom as sim_dicom
+from synthetic_hospital.dicom import Code, make_uid
 
 PIXEL_MODES = ("small", "ct512")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -81,7 +81,7 @@ class Device:
     qa_daily_p: float = 0.0  # chance per day of a morning QA/phantom exam
     target_ei: float = 400.0  # DX/CR target exposure index (IEC 62494-1)
     department: str = "Radiology"
-    sends_mpps: bool = False  # sends MPPS N-CREATE/N-SET (``infra.sim_workflow``) besides its images
+    sends_mpps: bool = False  # sends MPPS N-CREATE/N-SET (``synthetic_hospital.workflow``) besides its images
 
     def __post_init__(self) -> None:
         if len(self.hours) != 7:
@@ -1374,7 +1374,7 @@ def _device_truth(plan: Plan, device: Device) -> dict[str, Any]:
 
 def _plan_truth(plan: Plan) -> dict[str, Any]:
     return {
-        "generator": "infra.simulator",
+        "generator": "synthetic_hospital.plan",
         "truth_version": 1,
         "seed": plan.seed,
         "tz": plan.tz,
@@ -1448,7 +1448,7 @@ class SendStats:
     seconds: float
     by_status: dict[str, int] = field(default_factory=dict)  # "0x0000" → count
     per_device: dict[str, dict[str, int]] = field(default_factory=dict)
-    workflow: Any = None  # infra.sim_workflow.WorkflowStats when sent with workflow=True
+    workflow: Any = None  # synthetic_hospital.workflow.WorkflowStats when sent with workflow=True
 
     @property
     def ok(self) -> bool:
@@ -1495,13 +1495,13 @@ def send(
     the object retried once.
 
     ``workflow=True`` first sends the plan's HL7 orders and arrivals to ``host:hl7_port`` (MLLP) and its MPPS to
-    ``host:port`` with ``infra.sim_workflow.send_workflow``; its outcome is in ``SendStats.workflow``.
+    ``host:port`` with ``synthetic_hospital.workflow.send_workflow``; its outcome is in ``SendStats.workflow``.
     """
     workflow_stats = None
     if workflow:
         if hl7_port is None:
             raise ValueError("workflow=True needs hl7_port: the MLLP port of the edge (e.g. 2575)")
-        from infra.sim_workflow import send_workflow
+        from synthetic_hospital.workflow import send_workflow
 
         workflow_stats = send_workflow(plan, host, port, hl7_port, called_ae=called_ae, timeout_s=timeout_s)
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -1638,8 +1638,8 @@ def _progress_bar(enabled: bool, total: int) -> tuple[Any, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m infra.simulator {plan,send,write}``: plan a seeded period, then write truth and send or write."""
-    parser = argparse.ArgumentParser(prog="python -m infra.simulator", description=main.__doc__)
+    """``python -m synthetic_hospital.plan {plan,send,write}``: plan a seeded period, write truth, send or write."""
+    parser = argparse.ArgumentParser(prog="python -m synthetic_hospital.plan", description=main.__doc__)
     parser.add_argument("action", choices=("plan", "send", "write"))
     parser.add_argument("--start", default=None, help="first local day, YYYY-MM-DD (default: today)")
     parser.add_argument("--days", type=int, default=1)
