@@ -246,7 +246,7 @@ def cpu_per_event_ms(before: dict[str, float], after: dict[str, float], events: 
 
 
 def no_delay(event: Any) -> None:
-    """Disable Nagle on a pynetdicom requestor socket (as ``synthetic_hospital.plan`` does)."""
+    """Disable Nagle on a pynetdicom requestor socket (as ``synthetic_hospital.sender`` does)."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -364,14 +364,16 @@ def warm_up(stack: Stack) -> None:
 
 
 def throughput(stack: Stack, scale: float, senders: int, seed: int, timeout_s: float) -> dict[str, Any]:
-    from synthetic_hospital import plan as simulator
+    from synthetic_hospital.hospital import default_hospital
+    from synthetic_hospital.plan import plan_days
+    from synthetic_hospital.sender import write_dicom_dir
 
     settle_s = stack.settings.streams.idle_close_s + 10
 
-    plan = simulator.plan_days(simulator.default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=scale)
+    plan = plan_days(default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=scale)
     n, n_exams = plan.n_instances, len(plan.exams)
     t = time.perf_counter()
-    dirs = simulator.write_dicom_dir(plan, stack.work / "day")
+    dirs = write_dicom_dir(plan, stack.work / "day")
     write_s = time.perf_counter() - t
     prefix = stack.settings.kafka.topic_prefix
     base_rows = int(stack.qdb.scalar("SELECT count() FROM instances FINAL"))

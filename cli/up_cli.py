@@ -54,7 +54,7 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from synthetic_hospital import plan as simulator
+    from synthetic_hospital.cli import main as simulate
 
     settings = load_settings(args.config)
     host, _, port = args.to.rpartition(":")
@@ -64,7 +64,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.start:
         argv += ["--start", args.start]
     Path(args.truth).parent.mkdir(parents=True, exist_ok=True)
-    return simulator.main(argv)
+    return simulate(argv)
 
 
 def _wait_for_exams(settings: Settings, expected: int, timeout_s: float) -> int:
@@ -133,7 +133,10 @@ def _last_weekday() -> date:
 
 def run_demo(args: argparse.Namespace) -> int:
     from cli.supervisor import Supervisor
-    from synthetic_hospital import plan as simulator
+    from synthetic_hospital.exams import write_truth
+    from synthetic_hospital.hospital import default_hospital
+    from synthetic_hospital.plan import plan_days
+    from synthetic_hospital.sender import send
 
     # the last exam of each device closes after this much idle time, so the overview needs no long wait
     os.environ.setdefault("RADPULSE_STREAMS__IDLE_CLOSE_S", "20")
@@ -143,16 +146,15 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         sup.start()
         start = date.fromisoformat(args.start) if args.start else _last_weekday()
-        plan = simulator.plan_days(simulator.default_hospital(), start, 1, args.seed, settings.site.timezone,
-                                   args.scale)
-        truth_path = simulator.write_truth(plan, Path("radpulse-data") / f"demo-truth-{start}.json")
+        plan = plan_days(default_hospital(), start, 1, args.seed, settings.site.timezone, args.scale)
+        truth_path = write_truth(plan, Path("radpulse-data") / f"demo-truth-{start}.json")
         log.info("synthetic hospital: %d devices, %d exams, %d instances on %s (seed %d); truth in %s",
                  len(plan.devices), len(plan.exams), plan.n_instances, start, args.seed, truth_path)
         host = "127.0.0.1" if settings.edge.host in ("0.0.0.0", "") else settings.edge.host
         hl7_port = settings.hl7.port if settings.hl7.enabled else None
         # orders, arrivals (HL7) and procedure steps (MPPS) too, so wait times and MPPS timing have data
-        stats = simulator.send(plan, host, settings.edge.port, settings.edge.ae_title, progress=True,
-                               workflow=hl7_port is not None, hl7_port=hl7_port)
+        stats = send(plan, host, settings.edge.port, settings.edge.ae_title, progress=True,
+                     workflow=hl7_port is not None, hl7_port=hl7_port)
         log.info("sent %d/%d instances (%.0f/s); %d failed", stats.succeeded, stats.attempted, stats.rate_per_s,
                  stats.failed)
         done = _wait_for_exams(settings, len(plan.exams), timeout_s=240)

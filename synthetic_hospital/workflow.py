@@ -1,5 +1,5 @@
 """The simulator's workflow traffic: HL7 v2 orders and arrivals over MLLP, and MPPS N-CREATE/N-SET, for the exams
-``synthetic_hospital.plan.plan_days`` planned (``PlannedExam.order_utc`` / ``scheduled_start_utc`` / ``arrival_utc`` /
+``plan.plan_days`` planned (``PlannedExam.order_utc`` / ``scheduled_start_utc`` / ``arrival_utc`` /
 ``mpps_status``).
 
 What the edge reads (``edge_ingest.hl7``, ``edge_ingest.mpps``) and therefore what is written here:
@@ -27,7 +27,8 @@ from zoneinfo import ZoneInfo
 from pydicom.dataset import Dataset
 
 if TYPE_CHECKING:
-    from synthetic_hospital.plan import Device, Plan, PlannedExam
+    from synthetic_hospital.exams import Plan, PlannedExam
+    from synthetic_hospital.hospital import Device
 
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 SENDING_APP = "SIMRIS"
@@ -357,7 +358,7 @@ def send_workflow(
 ) -> WorkflowStats:
     """All HL7 (orders, arrivals) over one MLLP connection, then all MPPS (one association per device).
 
-    A separate pass from the images (``synthetic_hospital.plan.send``): the pipeline links events to exams whenever both
+    A separate pass from the images (``sender.send``): the pipeline links events to exams whenever both
     have arrived, so the order between passes does not matter; within HL7 each exam's ORM precedes its A10, and each
     MPPS N-CREATE precedes its N-SET."""
     started = _time.perf_counter()

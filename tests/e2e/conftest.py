@@ -23,7 +23,10 @@ from schemas.config import Settings, load_settings
 from sinks.clickhouse import Database, connect
 from sinks.migrate import migrate
 from sinks.writer import SinkWriter
-from synthetic_hospital import plan as simulator
+from synthetic_hospital.exams import Plan
+from synthetic_hospital.hospital import default_hospital
+from synthetic_hospital.plan import plan_days
+from synthetic_hospital.sender import send, write_dicom_dir
 from tests.conftest import REPO
 
 SITE_TZ = "Asia/Shanghai"
@@ -53,10 +56,10 @@ class Pipeline:
         proc.send_signal(sig)
         proc.wait(30)
 
-    def send_storescu(self, plan: simulator.Plan, storescu: str) -> None:
+    def send_storescu(self, plan: Plan, storescu: str) -> None:
         """DCMTK sends each device's folder with that device's AE title, as a modality would."""
         folder = self.tmp / f"dicom-{uuid.uuid4().hex[:6]}"
-        dirs = simulator.write_dicom_dir(plan, folder)
+        dirs = write_dicom_dir(plan, folder)
         env = dict(os.environ, TCP_NODELAY="1")  # DCMTK 3.6.7 otherwise waits on delayed ACKs (~20 objects/s)
         for device in plan.devices:
             if device.key not in dirs:
@@ -68,8 +71,8 @@ class Pipeline:
             )
             assert result.returncode == 0, result.stderr[-2000:]
 
-    def send_pynetdicom(self, plan: simulator.Plan) -> None:
-        stats = simulator.send(plan, "127.0.0.1", self.node.port, progress=False)
+    def send_pynetdicom(self, plan: Plan) -> None:
+        stats = send(plan, "127.0.0.1", self.node.port, progress=False)
         assert stats.ok and stats.failed == 0, stats
 
     def complete_exams(self) -> int:
@@ -102,7 +105,7 @@ class Pipeline:
         return uid_pseudonym(self.node.keys, study_uid)
 
 
-def compare_with_truth(pipeline: Pipeline, plan: simulator.Plan) -> None:
+def compare_with_truth(pipeline: Pipeline, plan: Plan) -> None:
     """Every planned exam is in ClickHouse once, with its device, instance and series counts, and start/end
     within one second."""
     truth = plan.truth()
@@ -177,6 +180,6 @@ def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root
         db.command(f"DROP DATABASE IF EXISTS {database}")
 
 
-def small_plan(devices: tuple[str, ...] = ("CT1", "MR1", "DX1"), per_device: int = 6, seed: int = 11) -> simulator.Plan:
-    plan = simulator.plan_days(simulator.default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=0.04)
+def small_plan(devices: tuple[str, ...] = ("CT1", "MR1", "DX1"), per_device: int = 6, seed: int = 11) -> Plan:
+    plan = plan_days(default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=0.04)
     return plan.subset(device_keys=devices, per_device=per_device)

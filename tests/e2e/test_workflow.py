@@ -21,7 +21,9 @@ from schemas.config import load_settings
 from sinks.clickhouse import connect
 from sinks.migrate import migrate
 from sinks.writer import SinkWriter
-from synthetic_hospital import plan as simulator
+from synthetic_hospital.exams import Plan
+from synthetic_hospital.hospital import default_hospital
+from synthetic_hospital.plan import plan_days
 from synthetic_hospital.workflow import send_workflow
 from tests.e2e.conftest import SITE_TZ, Pipeline, compare_with_truth
 
@@ -77,9 +79,9 @@ def hl7_pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_r
 
 
 def workflow_plan(devices: tuple[str, ...] = ("CT1", "DX1", "MR2"), per_device: int = 3,
-                  seed: int = 21) -> simulator.Plan:
+                  seed: int = 21) -> Plan:
     """A few exams per device (CT1, DX1 send MPPS, MR2 does not) plus the day's DISCONTINUED MPPS exam."""
-    full = simulator.plan_days(simulator.default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=0.04)
+    full = plan_days(default_hospital(), date(2024, 3, 4), 1, seed, SITE_TZ, scale=0.04)
     small = full.subset(device_keys=devices, per_device=per_device)
     stopped = [e for e in full.exams if e.discontinued]
     assert len(stopped) == 1, [e.exam_id for e in stopped]
@@ -108,7 +110,7 @@ def _timing_rows(pipeline: Pipeline) -> dict[str, dict[str, object]]:
     return {row[0]: dict(zip(result.columns, row, strict=True)) for row in result.rows}
 
 
-def _mismatches(plan: simulator.Plan, pipeline: Pipeline, rows: dict[str, dict[str, object]]) -> list[str]:
+def _mismatches(plan: Plan, pipeline: Pipeline, rows: dict[str, dict[str, object]]) -> list[str]:
     problems = []
     for t in plan.truth()["exams"]:
         if t["is_qa"]:

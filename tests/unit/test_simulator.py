@@ -23,18 +23,10 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import validate_value
 
 from synthetic_hospital import dicom as sim_dicom
-from synthetic_hospital.plan import (
-    EXAM_TYPES,
-    Device,
-    Plan,
-    PlannedExam,
-    default_hospital,
-    iter_datasets,
-    plan_days,
-    send,
-    write_dicom_dir,
-    write_truth,
-)
+from synthetic_hospital.exams import Plan, PlannedExam, write_truth
+from synthetic_hospital.hospital import EXAM_TYPES, Device, default_hospital
+from synthetic_hospital.plan import plan_days
+from synthetic_hospital.sender import iter_datasets, send, write_dicom_dir
 
 SEED = 20250303
 MONDAY = date(2025, 3, 3)
