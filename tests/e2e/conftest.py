@@ -139,7 +139,14 @@ def pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root:
     yield from _pipeline(tmp_path, kafka_bootstrap, topic_prefix, chdb_root)
 
 
-def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root: Path) -> Iterator[Pipeline]:
+@pytest.fixture
+def hl7_pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root: Path) -> Iterator[Pipeline]:
+    """``pipeline`` with the edge's MLLP listener enabled on a free port."""
+    yield from _pipeline(tmp_path, kafka_bootstrap, topic_prefix, chdb_root, hl7=True)
+
+
+def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root: Path,
+              hl7: bool = False) -> Iterator[Pipeline]:
     database = "e2e_" + uuid.uuid4().hex[:8]
     env = dict(os.environ) | {
         "RADPULSE_CONFIG": os.devnull,
@@ -149,7 +156,9 @@ def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root
         "RADPULSE_EDGE__PORT": "0",
         "RADPULSE_EDGE__HOST": "127.0.0.1",
         "RADPULSE_EDGE__DATA_DIR": str(tmp_path / "edge"),
-        "RADPULSE_HL7__ENABLED": "false",
+        "RADPULSE_HL7__ENABLED": "true" if hl7 else "false",
+        "RADPULSE_HL7__HOST": "127.0.0.1",
+        "RADPULSE_HL7__PORT": "0",
         "RADPULSE_STREAMS__IDLE_CLOSE_S": "8",
         "RADPULSE_STREAMS__TICK_INTERVAL_S": "1",
         "RADPULSE_CLICKHOUSE__URL": f"chdb://{chdb_root}?database={database}",
@@ -159,6 +168,7 @@ def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root
     migrate(db)
     node = EdgeNode(settings)
     node.start()
+    assert not hl7 or node.mllp is not None, "HL7 listener did not start"
     p = Pipeline(settings, env, node, db, tmp_path)
     writer = SinkWriter(settings, db, group_id=f"{topic_prefix}-sink",
                         consumer_config={"session.timeout.ms": 6000, "fetch.wait.max.ms": 100})

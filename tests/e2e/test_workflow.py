@@ -4,23 +4,11 @@ real edge → Kafka → one Faust worker → sink → chDB; every patient exam's
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import threading
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import pytest
 
-from edge_ingest.node import EdgeNode
-from schemas.config import load_settings
-from sinks.clickhouse import connect
-from sinks.migrate import migrate
-from sinks.writer import SinkWriter
 from synthetic_hospital.exams import Plan
 from synthetic_hospital.hospital import default_hospital
 from synthetic_hospital.plan import plan_days
@@ -30,52 +18,6 @@ from tests.e2e.conftest import SITE_TZ, Pipeline, compare_with_truth
 pytestmark = pytest.mark.kafka
 
 WAITS = ("arrival_to_start_s", "order_to_start_s", "scheduled_delay_s")
-
-
-@pytest.fixture
-def hl7_pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root: Path) -> Iterator[Pipeline]:
-    """``tests.e2e.conftest._pipeline`` with the edge's MLLP listener enabled on a free port."""
-    database = "e2e_" + uuid.uuid4().hex[:8]
-    env = dict(os.environ) | {
-        "RADPULSE_CONFIG": os.devnull,
-        "RADPULSE_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "RADPULSE_KAFKA__TOPIC_PREFIX": topic_prefix,
-        "RADPULSE_SITE__TIMEZONE": SITE_TZ,
-        "RADPULSE_EDGE__PORT": "0",
-        "RADPULSE_EDGE__HOST": "127.0.0.1",
-        "RADPULSE_EDGE__DATA_DIR": str(tmp_path / "edge"),
-        "RADPULSE_HL7__ENABLED": "true",
-        "RADPULSE_HL7__HOST": "127.0.0.1",
-        "RADPULSE_HL7__PORT": "0",
-        "RADPULSE_STREAMS__IDLE_CLOSE_S": "8",
-        "RADPULSE_STREAMS__TICK_INTERVAL_S": "1",
-        "RADPULSE_CLICKHOUSE__URL": f"chdb://{chdb_root}?database={database}",
-    }
-    settings = load_settings(None, env=env)
-    db = connect(settings.clickhouse.url)
-    migrate(db)
-    node = EdgeNode(settings)
-    node.start()
-    assert node.mllp is not None, "HL7 listener did not start"
-    p = Pipeline(settings, env, node, db, tmp_path)
-    writer = SinkWriter(settings, db, group_id=f"{topic_prefix}-sink",
-                        consumer_config={"session.timeout.ms": 6000, "fetch.wait.max.ms": 100})
-    sink_thread = threading.Thread(target=writer.run, args=(p.stop_sink,), daemon=True)
-    sink_thread.start()
-    try:
-        yield p
-    finally:
-        for proc in p.workers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        p.stop_sink.set()
-        sink_thread.join(30)
-        node.stop()
-        db.command(f"DROP DATABASE IF EXISTS {database}")
 
 
 def workflow_plan(devices: tuple[str, ...] = ("CT1", "DX1", "MR2"), per_device: int = 3,
