@@ -94,8 +94,12 @@ class EdgeNode:
             log.warning("[edge] allowed_calling_aes is empty: ANY device that knows the AE title %s may send; "
                         "list your modalities' AE titles there", s.edge.ae_title)
         if s.hl7.enabled:
+            hl7_tls = server_context("hl7", s.hl7.tls_cert, s.hl7.tls_key, s.hl7.tls_ca, s.hl7.tls_require_client_cert)
             self.mllp = MllpServer(s.hl7.host, s.hl7.port, self.hl7.handle,
-                                   max_message_bytes=s.hl7.max_message_kb * 1024, counters=self.counters).start()
+                                   max_message_bytes=s.hl7.max_message_kb * 1024, counters=self.counters,
+                                   max_connections=s.hl7.max_connections,
+                                   max_connections_per_peer=s.hl7.max_connections_per_peer,
+                                   read_timeout_s=s.hl7.read_timeout_s, tls=hl7_tls).start()
             log.info("HL7 v2 (MLLP) listening on %s:%d → topic %s", s.hl7.host, self.mllp.port,
                      s.topic(TOPIC_WORKFLOW))
         self._ticker = threading.Thread(target=self._tick, name="edge-counters", daemon=True)
