@@ -43,6 +43,10 @@ def run_up(args: argparse.Namespace) -> int:
     from cli.supervisor import Supervisor
 
     settings = load_settings(args.config)
+    if not settings.edge.allowed_calling_aes:
+        log.warning("%s\nSECURITY: [edge] allowed_calling_aes is empty, so ANY device that knows the AE title %s "
+                    "can send to this node.\nList your modalities' AE titles there.\n%s", "!" * 100,
+                    settings.edge.ae_title, "!" * 100)
     sup = Supervisor(settings)
     try:
         sup.start()

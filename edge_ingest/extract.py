@@ -79,6 +79,18 @@ def _inflate(data: bytes) -> bytes:
     return out
 
 
+def _inflate_file(fp: BinaryIO) -> bytes:
+    """Inflate a spilled deflated dataset chunk by chunk, keeping at most the header-size cap."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = bytearray()
+    try:
+        while len(out) < _MAX_INFLATED_HEADER and (chunk := fp.read(1024 * 1024)):
+            out += inflater.decompress(chunk, _MAX_INFLATED_HEADER - len(out))
+    except zlib.error:
+        raise ExtractError("deflated dataset does not inflate (corrupt deflate stream)") from None
+    return bytes(out)
+
+
 def _check_pixel_element(fp: BinaryIO, total: int, little: bool, implicit: bool) -> None:
     """Where parsing stopped at pixel data, a defined length longer than what arrived means a truncated object."""
     endian = "<" if little else ">"
@@ -117,13 +129,22 @@ def _check_pixel_element(fp: BinaryIO, total: int, little: bool, implicit: bool)
 
 def parse_header(data: bytes | BinaryIO, transfer_syntax_uid: str) -> Header:
     """Parse one received dataset (no file meta, no preamble) up to its pixel data."""
-    raw = data.getvalue() if isinstance(data, io.BytesIO) else data if isinstance(data, bytes) else data.read()
-    if not raw:
-        raise ExtractError("empty dataset")
     implicit, little, deflated = _syntax_flags(transfer_syntax_uid)
-    if deflated:
-        raw = _inflate(raw)
-    fp = io.BytesIO(raw)
+    if isinstance(data, bytes | io.BytesIO):
+        raw = data.getvalue() if isinstance(data, io.BytesIO) else data
+        if deflated and raw:
+            raw = _inflate(raw)
+        fp: BinaryIO = io.BytesIO(raw)
+        total = len(raw)
+    elif deflated:
+        fp = io.BytesIO(_inflate_file(data))
+        total = len(fp.getbuffer())
+    else:  # a large object spilled to disk: parse from the file, the pixel data is never read
+        fp = data
+        total = fp.seek(0, io.SEEK_END)
+        fp.seek(0)
+    if not total:
+        raise ExtractError("empty dataset")
     try:
         ds = read_dataset(fp, implicit, little, stop_when=_stop_at_pixels)
     except (EOFError, OSError, struct.error):
@@ -132,7 +153,7 @@ def parse_header(data: bytes | BinaryIO, transfer_syntax_uid: str) -> Header:
         raise ExtractError(f"malformed dataset ({type(exc).__name__})") from None
     # pydicom switches VR mode when the data contradicts the negotiated syntax; check pixels the way it read
     read_implicit, read_little = ds.original_encoding
-    _check_pixel_element(fp, len(raw), little if read_little is None else read_little,
+    _check_pixel_element(fp, total, little if read_little is None else read_little,
                          implicit if read_implicit is None else read_implicit)
     if len(ds) == 0:
         raise ExtractError("no data elements could be read")

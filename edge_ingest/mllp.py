@@ -3,8 +3,8 @@
 Framing (HL7 MLLP release 1): ``0x0B`` message ``0x1C 0x0D``. Bytes outside a frame are discarded, so junk and
 keep-alive newlines between frames do no harm. A frame larger than ``max_message_bytes`` is read to its end with
 bounded memory and answered with a NAK; a frame abandoned by a new ``0x0B`` is dropped unanswered, because MLLP is
-strictly request/response and the sender now waits for the answer to the new frame. One thread per connection;
-each connection carries any number of messages, answered in order.
+strictly request/response and the sender now waits for the answer to the new frame. One thread per connection
+(capped, see ``MllpServer``); each connection carries any number of messages, answered in order.
 
 Order of durable steps in ``Hl7Ingestor.handle``:
 1. decode (per MSH-18) and parse; a message no receiver could read → AE with ERR naming the segment and field;
@@ -18,9 +18,13 @@ deterministic event ids, so downstream writes ignore the repeat.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import ssl
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +33,7 @@ from typing import Protocol
 from edge_ingest.deid import DeidContext
 from edge_ingest.hl7 import ERR_DATA_TYPE, ERR_INTERNAL, Hl7Error, ack, decode_bytes, parse, to_workflow_events
 from edge_ingest.ingest import Status
+from edge_ingest.tls import handshake
 from schemas import codec
 from schemas.events import WorkflowEvent
 
@@ -137,7 +142,13 @@ def frame(message: str, codec_name: str = "utf-8") -> bytes:
 
 
 class MllpServer:
-    """Threaded MLLP listener: ``handle(text) -> ack text`` per message ("" sends no reply)."""
+    """Threaded MLLP listener: ``handle(text) -> ack text`` per message ("" sends no reply).
+
+    One thread per connection, at most ``max_connections`` of them (``max_connections_per_peer`` per IP address):
+    further connections are closed at accept. A connection that completes no message for ``read_timeout_s`` is
+    closed, whether silent or dribbling. The accept loop survives running out of file descriptors (EMFILE/ENFILE):
+    it logs, backs off and accepts again once descriptors are free. TLS handshakes run on the connection's thread.
+    """
 
     def __init__(
         self,
@@ -147,17 +158,28 @@ class MllpServer:
         *,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         counters: Counters | None = None,
+        max_connections: int = 64,
+        max_connections_per_peer: int = 8,
+        read_timeout_s: float = 300.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.counters = counters  # counts what never reaches `handle` (oversized frames, handler crashes)
         self._requested_port = port
         self.handle = handle
         self.max_message_bytes = max_message_bytes
+        self.max_connections = max_connections
+        self.max_connections_per_peer = max_connections_per_peer
+        self.read_timeout_s = read_timeout_s
+        self.tls = tls
         self._sock: socket.socket | None = None
         self._running = threading.Event()
         self._acceptor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        self._peers: Counter[str] = Counter()
+        self._warned: dict[str, float] = {}
+        self._not_logged: Counter[str] = Counter()
 
     @property
     def port(self) -> int:
@@ -165,13 +187,18 @@ class MllpServer:
             raise RuntimeError("MllpServer.port: call start() first")
         return int(self._sock.getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
     def start(self) -> MllpServer:
-        self._sock = socket.create_server((self.host, self._requested_port), backlog=64)
+        self._sock = socket.create_server((self.host, self._requested_port), backlog=128)
         self._sock.settimeout(0.2)  # accept() wakes up to notice stop()
         self._running.set()
         self._acceptor = threading.Thread(target=self._accept_loop, name="mllp-accept", daemon=True)
         self._acceptor.start()
-        log.info("HL7 MLLP listening on %s:%d", self.host, self.port)
+        log.info("HL7 MLLP listening on %s:%d%s", self.host, self.port, " over TLS" if self.tls else "")
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -196,39 +223,110 @@ class MllpServer:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def _warn(self, key: str, msg: str, *args: object) -> None:
+        """At most one line per 10 s for a repeated condition (an attack must not flood the log)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._warned.get(key, -1e9) < 10.0:
+                self._not_logged[key] += 1
+                return
+            self._warned[key] = now
+            skipped, self._not_logged[key] = self._not_logged[key], 0
+        log.warning(msg + (f" ({skipped} more like this not logged)" if skipped else ""), *args)
+
     def _accept_loop(self) -> None:
         assert self._sock is not None
+        backoff = 0.0
         while self._running.is_set():
             try:
                 conn, peer = self._sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
-                break
-            conn.settimeout(None)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ACK must not wait for a delayed ACK
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # interfaces idle for hours; notice dead peers
-            thread = threading.Thread(target=self._serve, args=(conn, peer), name=f"mllp-{peer[0]}:{peer[1]}",
-                                      daemon=True)
-            with self._lock:
+            except OSError as exc:
+                if not self._running.is_set():
+                    break
+                # out of descriptors (or memory): the connection stays queued; wait for some to free, never exit
+                backoff = min(max(backoff * 2, 0.05), 2.0)
+                self._warn("accept", "HL7 accept failed: %s; retrying in %.2f s (if EMFILE/ENFILE: raise the "
+                           "open-files limit, `ulimit -n`, or lower [hl7] max_connections)",
+                           errno.errorcode.get(exc.errno or 0, type(exc).__name__), backoff)
+                time.sleep(backoff)
+                continue
+            if backoff:
+                log.info("HL7 accept works again")
+                backoff = 0.0
+            self._admit(conn, peer)
+
+    def _admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        ip = peer[0]
+        with self._lock:
+            if self._peers[ip] >= self.max_connections_per_peer:
+                refused = f"{self._peers[ip]} connections held by that address, [hl7] max_connections_per_peer"
+            elif len(self._connections) >= self.max_connections:
+                refused = f"{len(self._connections)} connections held, [hl7] max_connections"
+            else:
+                refused = ""
+                thread = threading.Thread(target=self._serve, args=(conn, peer), name=f"mllp-{ip}:{peer[1]}",
+                                          daemon=True)
                 self._connections[conn] = thread
+                self._peers[ip] += 1
+        if refused:
+            self._warn("refused", "HL7 connection from %s closed at accept: %s", ip, refused)
+            conn.close()
+            return
+        try:
             thread.start()
+        except RuntimeError:  # no thread can start: give the slot back
+            self._forget(conn, ip)
+            self._warn("thread", "HL7 connection from %s closed: cannot start a thread", ip)
+            conn.close()
+
+    def _forget(self, conn: socket.socket, ip: str) -> None:
+        with self._lock:
+            self._connections.pop(conn, None)
+            self._peers[ip] -= 1
+            if self._peers[ip] <= 0:
+                del self._peers[ip]
 
     def _serve(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         reader = FrameReader(self.max_message_bytes)
         log.debug("HL7 connection from %s:%d", peer[0], peer[1])
+        sock: socket.socket = conn
         try:
-            while self._running.is_set():
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # an ACK must not wait for a delayed ACK
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # notice dead peers
+            if self.tls is not None:
                 try:
-                    chunk = conn.recv(65536)
+                    sock = handshake(self.tls, conn, min(self.read_timeout_s, 30.0))
+                except OSError as exc:
+                    self._warn("tls", "HL7 TLS handshake with %s failed (%s): a plaintext client or an untrusted "
+                               "certificate; connection closed", peer[0], getattr(exc, "reason", None)
+                               or type(exc).__name__)
+                    return
+            # a message must complete within read_timeout_s of the previous one (or of connecting): silent and
+            # dribbling connections alike give their slot back
+            progress = time.monotonic()
+            while self._running.is_set():
+                left = progress + self.read_timeout_s - time.monotonic()
+                if left <= 0:
+                    log.info("HL7 connection from %s:%d: no complete message for %.0f s ([hl7] read_timeout_s); "
+                             "closed", peer[0], peer[1], self.read_timeout_s)
+                    break
+                sock.settimeout(left)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
                 except OSError:
                     break
                 if not chunk:
                     break
                 for item in reader.feed(chunk):
+                    progress = time.monotonic()
                     reply = self._respond(item)
                     if reply:
-                        conn.sendall(reply)
+                        sock.settimeout(self.read_timeout_s)
+                        sock.sendall(reply)
         except Exception as exc:
             # exception text may quote message values: the type name only
             log.warning("HL7 connection from %s:%d ended: %s", peer[0], peer[1], type(exc).__name__)
@@ -236,8 +334,11 @@ class MllpServer:
             if reader.discarded_bytes or reader.abandoned_frames:
                 log.warning("HL7 connection from %s:%d: discarded %d bytes outside frames and %d unfinished frames",
                             peer[0], peer[1], reader.discarded_bytes, reader.abandoned_frames)
-            with self._lock:
-                self._connections.pop(conn, None)
+            self._forget(conn, peer[0])
+            try:
+                sock.close()
+            except OSError:
+                pass
             conn.close()
 
     def _respond(self, item: Frame | Oversized) -> bytes:

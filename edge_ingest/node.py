@@ -18,8 +18,9 @@ from edge_ingest.keys import load_keys
 from edge_ingest.mllp import Hl7Ingestor, MllpServer
 from edge_ingest.mpps import PpsLinks
 from edge_ingest.producer import KafkaSender, ensure_topics
-from edge_ingest.scp import make_ae, start_server
+from edge_ingest.scp import limits_from_settings, make_ae, start_server
 from edge_ingest.spool import Spool
+from edge_ingest.tls import server_context
 from schemas import codec
 from schemas.config import Settings
 from schemas.events import EdgeHeartbeat
@@ -83,18 +84,30 @@ class EdgeNode:
             except Exception as exc:
                 log.warning("could not check Kafka topics at %s (%s); events will spool until Kafka answers",
                             s.kafka.bootstrap_servers, type(exc).__name__)
-        ae = make_ae(s.edge.ae_title, s.edge.allowed_calling_aes, s.edge.max_pdu)
-        self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest, self.mpps.ingest)
+        limits = limits_from_settings(s.edge)
+        ae = make_ae(s.edge.ae_title, s.edge.allowed_calling_aes, s.edge.max_pdu, limits)
+        tls = server_context("edge", s.edge.tls_cert, s.edge.tls_key, s.edge.tls_ca, s.edge.tls_require_client_cert)
+        self._server = start_server(ae, s.edge.host, s.edge.port, self.ingestor.ingest, self.mpps.ingest,
+                                    limits=limits, tls=tls, spill_dir=Path(s.edge.data_dir) / "incoming",
+                                    rejections=self.counters)
+        if not s.edge.allowed_calling_aes:
+            log.warning("[edge] allowed_calling_aes is empty: ANY device that knows the AE title %s may send; "
+                        "list your modalities' AE titles there", s.edge.ae_title)
         if s.hl7.enabled:
+            hl7_tls = server_context("hl7", s.hl7.tls_cert, s.hl7.tls_key, s.hl7.tls_ca, s.hl7.tls_require_client_cert)
             self.mllp = MllpServer(s.hl7.host, s.hl7.port, self.hl7.handle,
-                                   max_message_bytes=s.hl7.max_message_kb * 1024, counters=self.counters).start()
+                                   max_message_bytes=s.hl7.max_message_kb * 1024, counters=self.counters,
+                                   max_connections=s.hl7.max_connections,
+                                   max_connections_per_peer=s.hl7.max_connections_per_peer,
+                                   read_timeout_s=s.hl7.read_timeout_s, tls=hl7_tls).start()
             log.info("HL7 v2 (MLLP) listening on %s:%d → topic %s", s.hl7.host, self.mllp.port,
                      s.topic(TOPIC_WORKFLOW))
         self._ticker = threading.Thread(target=self._tick, name="edge-counters", daemon=True)
         self._ticker.start()
         log.info(
-            "DICOM node %s listening on %s:%d (site %s, edge %s) → Kafka %s topic %s; spool %s",
-            s.edge.ae_title, s.edge.host, self.port, s.site.id, s.edge.id, s.kafka.bootstrap_servers,
+            "DICOM node %s listening on %s:%d%s (site %s, edge %s) → Kafka %s topic %s; spool %s",
+            s.edge.ae_title, s.edge.host, self.port, " over TLS" if tls else "", s.site.id, s.edge.id,
+            s.kafka.bootstrap_servers,
             s.topic(TOPIC_INSTANCES), self.spool.dir,
         )
 

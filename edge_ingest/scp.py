@@ -1,24 +1,46 @@
-"""The pynetdicom application entity: contexts, calling-AE allow-list, and handlers. The only pynetdicom import.
+"""The pynetdicom application entity: contexts, who may associate, connection limits, and handlers. The only
+pynetdicom import.
 
 Handlers translate; they don't decide: a C-STORE hands the received bytes (``request.DataSet``, still encoded in
 the negotiated transfer syntax) to ``Ingestor.ingest`` and turns its outcome into a status. pynetdicom's own
 logging is turned down on purpose: its standard handlers log UIDs and identifiers, which are PHI here.
+
+Staying open for the modalities (issue 9): the accept loop only accepts; TLS handshakes and everything else run on
+the connection's own thread. Each connection counts against ``max_connections`` and ``max_connections_per_peer``
+until its association thread ends; accepted sockets carry ``network_timeout_s`` and each PDU must arrive whole
+within a deadline and under a size cap, so silent, half-open, slow and garbage connections end in bounded time.
+The called AE title, the calling AE allow-list and ``max_associations`` (counting established associations only,
+so connections still negotiating cannot starve real ones) are decided on A-ASSOCIATE-RQ.
+
+Large objects: C-STORE data above ``spill_mb`` is written to an unnamed temporary file in ``data_dir/incoming``
+as it arrives (``SpillBuffer``), so memory per association stays near one PDU plus ``spill_mb``; above
+``max_object_mb`` the rest is discarded and the C-STORE answered 0xC003 with a comment.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from edge_ingest.ingest import Outcome, Received, Status
+from edge_ingest.tls import handshake
 
 log = logging.getLogger("radpulse.edge")
 
@@ -30,18 +52,138 @@ _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
 logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
+OBJECT_TOO_LARGE = 0xC003  # a failure (0xCxxx), not 0xA700: retrying the same object later cannot succeed
+_MIB = 1024 * 1024
 
-def make_ae(ae_title: str, allowed_calling_aes: list[str], max_pdu: int = 0) -> AE:
+
+@dataclass(frozen=True)
+class Limits:
+    """What one DICOM listener allows; built from ``[edge]`` by ``limits_from_settings``."""
+
+    ae_title: str = "RADPULSE"
+    accept_any_called_ae: bool = False
+    allowed_calling_aes: tuple[str, ...] = ()
+    max_associations: int = 32
+    max_connections: int = 128
+    max_connections_per_peer: int = 8
+    acse_timeout_s: float = 10.0
+    network_timeout_s: float = 60.0
+    dimse_timeout_s: float = 60.0
+    max_pdu: int = _MIB
+    max_object_bytes: int = 2048 * _MIB
+    spill_bytes: int = 4 * _MIB
+
+    @property
+    def max_pdu_read(self) -> int:
+        """Largest PDU read from a peer: our advertised maximum plus room for an A-ASSOCIATE-RQ (with max_pdu 0 a
+        conformant sender may put a whole object in one PDU)."""
+        body = self.max_pdu if self.max_pdu > 0 else self.max_object_bytes
+        return max(body + 65536, 256 * 1024)
+
+
+def limits_from_settings(edge: Any) -> Limits:
+    return Limits(
+        ae_title=edge.ae_title,
+        accept_any_called_ae=edge.accept_any_called_ae,
+        allowed_calling_aes=tuple(a.strip() for a in edge.allowed_calling_aes),
+        max_associations=edge.max_associations,
+        max_connections=edge.max_connections,
+        max_connections_per_peer=edge.max_connections_per_peer,
+        acse_timeout_s=edge.acse_timeout_s,
+        network_timeout_s=edge.network_timeout_s,
+        dimse_timeout_s=edge.dimse_timeout_s,
+        max_pdu=edge.max_pdu,
+        max_object_bytes=int(edge.max_object_mb * _MIB),
+        spill_bytes=int(edge.spill_mb * _MIB),
+    )
+
+
+class Rejections(Protocol):
+    """What the handlers count (``counters.EdgeCounters`` satisfies it)."""
+
+    def reject(self, reason: str) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------- large objects
+
+
+class SpillBuffer(io.BytesIO):
+    """Where pynetdicom collects a received DIMSE data set (it writes every P-DATA fragment with ``write``).
+
+    Up to ``spill_bytes`` it is the ``BytesIO`` pynetdicom expects, so small objects cost nothing extra; beyond,
+    the bytes move to an unnamed temporary file (deleted when closed, or when the process dies) and later
+    fragments are appended there. Beyond ``max_bytes`` nothing more is kept and ``oversized`` is set.
+    Limits are class attributes because pynetdicom creates the buffer with no argument; one edge per process.
+    """
+
+    spill_bytes: ClassVar[int] = 4 * _MIB
+    max_bytes: ClassVar[int] = 2048 * _MIB
+    spill_dir: ClassVar[str | None] = None
+
+    def __init__(self, initial: bytes = b"") -> None:
+        super().__init__(initial)
+        self.size = len(initial)
+        self.file: io.BufferedRandom | None = None
+        self.oversized = False
+
+    def write(self, data: Any) -> int:
+        n = len(data)
+        self.size += n
+        if self.oversized:
+            return n
+        if self.size > self.max_bytes:
+            self.oversized = True
+            self.release()
+            return n
+        if self.file is not None:
+            return self.file.write(data)
+        if self.size > self.spill_bytes:
+            self.file = tempfile.TemporaryFile(dir=self.spill_dir, prefix="rx-")  # closed in release()
+            with self.getbuffer() as held:
+                self.file.write(held)
+            super().__init__()  # frees the in-memory copy
+            return self.file.write(data)
+        return super().write(data)
+
+    def getvalue(self) -> bytes:
+        if self.file is None:
+            return super().getvalue()
+        self.file.seek(0)  # only reached if pynetdicom itself decodes a spilled data set (a huge N-CREATE)
+        return self.file.read()
+
+    def release(self) -> None:
+        """Drop what is held: the temporary file is deleted on close."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        super().__init__()
+
+
+def configure_spill(limits: Limits, spill_dir: Path | None) -> None:
+    if spill_dir is not None:
+        spill_dir.mkdir(parents=True, exist_ok=True)
+    SpillBuffer.spill_bytes = limits.spill_bytes
+    SpillBuffer.max_bytes = limits.max_object_bytes
+    SpillBuffer.spill_dir = str(spill_dir) if spill_dir is not None else None
+    # pynetdicom builds each DIMSE message's data set with `BytesIO()` from this module's namespace
+    dimse_messages.BytesIO = SpillBuffer  # type: ignore[attr-defined,misc]
+
+
+# ------------------------------------------------------------------------------------------------ the AE
+
+
+def make_ae(ae_title: str, allowed_calling_aes: list[str] | tuple[str, ...], max_pdu: int = 0,
+            limits: Limits | None = None) -> AE:
+    limits = limits or Limits(ae_title=ae_title, allowed_calling_aes=tuple(allowed_calling_aes), max_pdu=max_pdu)
     ae = AE(ae_title=ae_title)
     ae.add_supported_context(Verification)
     ae.add_supported_context(ModalityPerformedProcedureStep)
-    ae.maximum_associations = 32
-    ae.maximum_pdu_size = max_pdu
-    ae.network_timeout = 60
-    ae.acse_timeout = 30
-    ae.dimse_timeout = 60
-    if allowed_calling_aes:
-        ae.require_calling_aet = list(allowed_calling_aes)
+    # our own count (established associations, in EVT_REQUESTED) decides; pynetdicom's counts half-open sockets
+    ae.maximum_associations = limits.max_connections + 1
+    ae.maximum_pdu_size = limits.max_pdu
+    ae.network_timeout = limits.network_timeout_s
+    ae.acse_timeout = limits.acse_timeout_s
+    ae.dimse_timeout = limits.dimse_timeout_s
     return ae
 
 
@@ -58,22 +200,44 @@ def _on_echo(event: Any) -> int:
     return 0x0000
 
 
-def _on_store(event: Any, ingest: Callable[[Received], Outcome]) -> Dataset | int:
+def _on_store(event: Any, ingest: Callable[[Received], Outcome], limits: Limits,
+              rejections: Rejections | None) -> Dataset | int:
     request = event.request
     sop_class = str(request.AffectedSOPClassUID or "")
     calling = event.assoc.requestor.ae_title
-    rx = Received(
-        data=request.DataSet,
-        transfer_syntax_uid=str(event.context.transfer_syntax),
-        sop_class_uid=sop_class,
-        calling_ae=calling,
-        received_at=datetime.now(UTC),
-    )
+    buffer = request.DataSet
+    data: bytes | io.BytesIO | io.BufferedRandom = buffer
     try:
-        outcome = ingest(rx)
-    except Exception as exc:
-        log.error("C-STORE sop_class=%s from %s: internal %s; answered 0xC002", sop_class, calling, type(exc).__name__)
-        return 0xC002
+        if isinstance(buffer, SpillBuffer):
+            if buffer.oversized:
+                if rejections is not None:
+                    rejections.reject("object_too_large")
+                log.warning("C-STORE sop_class=%s from %s: %d MB exceeds [edge] max_object_mb=%d; answered 0x%04X",
+                            sop_class, calling, buffer.size // _MIB, limits.max_object_bytes // _MIB,
+                            OBJECT_TOO_LARGE)
+                rsp = Dataset()
+                rsp.Status = OBJECT_TOO_LARGE
+                rsp.ErrorComment = f"object exceeds {limits.max_object_bytes // _MIB} MB limit"[:64]
+                return rsp
+            if buffer.file is not None:
+                buffer.file.seek(0)
+                data = buffer.file
+        rx = Received(
+            data=data,
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            sop_class_uid=sop_class,
+            calling_ae=calling,
+            received_at=datetime.now(UTC),
+        )
+        try:
+            outcome = ingest(rx)
+        except Exception as exc:
+            log.error("C-STORE sop_class=%s from %s: internal %s; answered 0xC002", sop_class, calling,
+                      type(exc).__name__)
+            return 0xC002
+    finally:
+        if isinstance(buffer, SpillBuffer):
+            buffer.release()
     if outcome.status != Status.SUCCESS:
         log.warning(
             "C-STORE sop_class=%s from %s answered 0x%04X (%s): %s",
@@ -101,8 +265,207 @@ def _on_mpps(event: Any, message: str, ingest: Callable[..., Outcome]) -> tuple[
     return 0x0000, dataset
 
 
-def _on_rejected(event: Any) -> None:
-    log.warning("association from %s rejected", event.assoc.requestor.ae_title)
+def _on_requested(event: Any, limits: Limits) -> None:
+    """Decide on the A-ASSOCIATE-RQ before pynetdicom negotiates: called AE, calling AE, association count."""
+    assoc = event.assoc
+    rq = assoc.requestor.primitive
+    calling = str(rq.calling_ae_title).strip()
+    called = str(rq.called_ae_title).strip()
+    peer = assoc.requestor.address
+    why = ""
+    if not limits.accept_any_called_ae and called != limits.ae_title:
+        # permanent, service user, called AE title not recognised
+        rsd, why = (0x01, 0x01, 0x07), "called_ae"
+        log.warning("association from %s (calling AE %s) rejected: called AE %r is not [edge] ae_title %r "
+                    "(set the modality's destination AE title, or [edge] accept_any_called_ae = true)",
+                    peer, calling, called, limits.ae_title)
+    elif limits.allowed_calling_aes and calling not in limits.allowed_calling_aes:
+        rsd, why = (0x01, 0x01, 0x03), "calling_ae"
+        log.warning("association from %s rejected: calling AE %r is not in [edge] allowed_calling_aes", peer, calling)
+    else:
+        server = assoc._server
+        established = sum(1 for a in server.active_associations if a.is_established) if server else 0
+        if established >= limits.max_associations:
+            # transient, presentation related, local limit exceeded: the sender retries later
+            rsd, why = (0x02, 0x03, 0x02), "association_limit"
+            log.warning("association from %s (calling AE %s) rejected: %d associations open, [edge] "
+                        "max_associations=%d", peer, calling, established, limits.max_associations)
+    if not why:
+        return
+    assoc.acse.send_reject(*rsd)
+    assoc.kill()
+
+
+# ---------------------------------------------------------------------------------------- the listener
+
+
+class _RateLimitedWarning:
+    """One log line per ``every_s`` for a repeated event, with the count of the ones not logged."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._skipped: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self.every_s:
+                self._skipped[key] += 1
+                return
+            self._last[key] = now
+            skipped, self._skipped[key] = self._skipped[key], 0
+        log.warning(msg + (f" ({skipped} more like this not logged)" if skipped else ""), *args)
+
+
+class GuardedSocket(AssociationSocket):
+    """pynetdicom's socket with a cap on one PDU's size and a deadline for the whole PDU to arrive: pynetdicom
+    itself reads any declared length, however large, and a peer dribbling one byte per timeout never ends."""
+
+    max_read: int = 256 * 1024
+    deadline_s: float = 60.0
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > self.max_read:
+            raise OSError(f"PDU of {nr_bytes} bytes exceeds the {self.max_read}-byte limit ([edge] max_pdu)")
+        sock = self.socket
+        if sock is None:
+            return bytearray()
+        # a big PDU may take longer: at least 1 MiB per deadline
+        deadline = time.monotonic() + self.deadline_s * max(1.0, nr_bytes / _MIB)
+        buf = bytearray(nr_bytes)
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < nr_bytes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"PDU not complete within {self.deadline_s:.0f} s ([edge] network_timeout_s)")
+                sock.settimeout(remaining)
+                n = sock.recv_into(view[got:], min(nr_bytes - got, 1 << 20))
+                if not n:
+                    break
+                got += n
+        finally:
+            view.release()
+            sock.settimeout(self.deadline_s)  # sends use the socket's timeout too: not what was left of this one
+        del buf[got:]
+        return buf
+
+
+class _Handler(RequestHandler):
+    """One connection: TLS handshake (if configured), then pynetdicom's association, on this thread's watch."""
+
+    server: EdgeAssociationServer
+
+    def handle(self) -> None:
+        server = self.server
+        try:
+            if server.tls is not None:
+                try:
+                    self.request = handshake(server.tls, self.request, server.limits.acse_timeout_s)
+                except OSError as exc:
+                    server.warn("tls", "DICOM TLS handshake with %s failed (%s): a plaintext client or an untrusted "
+                                "certificate; connection closed", self.client_address[0], _reason(exc))
+                    return
+                self.request.settimeout(server.limits.network_timeout_s)
+            assoc = self._create_association()
+            sock = assoc.dul.socket
+            sock.__class__ = GuardedSocket
+            sock.max_read = server.limits.max_pdu_read
+            sock.deadline_s = server.limits.network_timeout_s
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            assoc.start()
+            assoc.join()  # the connection's slot is free only when its association has ended
+        finally:
+            server.release(self.client_address[0])
+            try:
+                self.request.close()
+            except OSError:
+                pass
+
+
+def _disable_nagle(client: socket.socket) -> None:
+    """Answer each C-STORE at once: with Nagle on, a small response waits for the peer's delayed ACK (~40 ms),
+    which caps a sender of small objects at ~25 instances/s."""
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or type(exc).__name__
+
+
+class EdgeAssociationServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with connection limits, timeouts on accepted sockets, TLS off the accept
+    thread, and an accept loop that backs off when descriptors run out."""
+
+    request_queue_size = 128
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, *args: Any, limits: Limits, tls: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+        self.limits = limits
+        self.tls = tls
+        self.warn = _RateLimitedWarning()
+        self._peers: Counter[str] = Counter()
+        self._peers_lock = threading.Lock()
+        self._backoff_s = 0.0
+        super().__init__(*args, request_handler=_Handler, **kwargs)
+
+    @property
+    def connections(self) -> int:
+        with self._peers_lock:
+            return sum(self._peers.values())
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        try:
+            client, address = self.socket.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # the pending connection stays queued: back off instead of spinning, then accept again
+                self._backoff_s = min(max(self._backoff_s * 2, 0.05), 2.0)
+                self.warn("accept", "DICOM accept failed: %s; retrying in %.2f s (raise the open-files limit, "
+                          "`ulimit -n`, or lower [edge] max_connections)", errno.errorcode.get(exc.errno, "?"),
+                          self._backoff_s)
+                time.sleep(self._backoff_s)
+            raise
+        self._backoff_s = 0.0
+        _disable_nagle(client)
+        client.settimeout(self.limits.network_timeout_s)
+        return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        ip = client_address[0]
+        with self._peers_lock:
+            total = sum(self._peers.values())
+            if self._peers[ip] >= self.limits.max_connections_per_peer:
+                held, setting = self._peers[ip], "max_connections_per_peer"
+            elif total >= self.limits.max_connections:
+                held, setting = total, "max_connections"
+            else:
+                self._peers[ip] += 1
+                return True
+        self.warn(setting, "DICOM connection from %s closed at accept: %d connections held, [edge] %s=%d",
+                  ip, held, setting, getattr(self.limits, setting))
+        return False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self.release(client_address[0])  # no thread could start: give the slot back
+            raise
+
+    def release(self, ip: str) -> None:
+        with self._peers_lock:
+            self._peers[ip] -= 1
+            if self._peers[ip] <= 0:
+                del self._peers[ip]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.warning("DICOM connection from %s failed before its association started", client_address[0])
 
 
 def start_server(
@@ -111,31 +474,27 @@ def start_server(
     port: int,
     ingest: Callable[[Received], Outcome],
     ingest_mpps: Callable[..., Outcome] | None = None,
-) -> ThreadedAssociationServer:
+    *,
+    limits: Limits | None = None,
+    tls: ssl.SSLContext | None = None,
+    spill_dir: Path | None = None,
+    rejections: Rejections | None = None,
+) -> EdgeAssociationServer:
+    limits = limits or Limits(ae_title=ae.ae_title, max_pdu=ae.maximum_pdu_size)
+    configure_spill(limits, spill_dir)
     handlers = [
         (evt.EVT_C_ECHO, _on_echo),
-        (evt.EVT_C_STORE, _on_store, [ingest]),
-        (evt.EVT_REJECTED, _on_rejected),
+        (evt.EVT_C_STORE, _on_store, [ingest, limits, rejections]),
+        (evt.EVT_REQUESTED, _on_requested, [limits]),
     ]
     if ingest_mpps is not None:
         handlers += [
             (evt.EVT_N_CREATE, _on_mpps, ["N-CREATE", ingest_mpps]),
             (evt.EVT_N_SET, _on_mpps, ["N-SET", ingest_mpps]),
         ]
-    server = ae.start_server((host, port), block=False, evt_handlers=handlers)
-    assert server is not None
-    _disable_nagle(server)
+    server = ae.make_server((host, port), evt_handlers=handlers, server_class=EdgeAssociationServer,
+                            limits=limits, tls=tls)
+    thread = threading.Thread(target=server.serve_forever, name="dicom-accept", daemon=True)
+    thread.start()
+    ae._servers.append(server)
     return server
-
-
-def _disable_nagle(server: ThreadedAssociationServer) -> None:
-    """Answer each C-STORE at once: with Nagle on, a small response waits for the peer's delayed ACK (~40 ms),
-    which caps a sender of small objects at ~25 instances/s."""
-    accept = server.get_request
-
-    def get_request() -> tuple[socket.socket, tuple[str, int]]:
-        client, address = accept()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client, address
-
-    server.get_request = get_request  # type: ignore[method-assign]

@@ -120,7 +120,39 @@ class EdgeSettings:
         _regexes,
     )
     counters_interval_s: float = _setting(60.0, "How often the edge logs its counters.", _positive)
-    max_pdu: int = _setting(0, "Maximum PDU size the edge receives (0 = unlimited).")
+    max_pdu: int = _setting(
+        1048576, "Maximum PDU size the edge receives; bounds the memory one PDU takes (0 = unlimited: a sender may "
+        "then send a whole object in one PDU, held in memory)."
+    )
+    accept_any_called_ae: bool = _setting(
+        False, "Accept associations whatever called AE title they ask for (default: only [edge] ae_title)."
+    )
+    max_associations: int = _setting(32, "Associations open at once, all peers; more are rejected (transient).",
+                                     _positive)
+    max_connections: int = _setting(128, "TCP connections at once, all peers, associated or not; more are closed.",
+                                    _positive)
+    max_connections_per_peer: int = _setting(
+        8, "TCP connections one IP address may hold at once; more are closed, so one host cannot take every slot.",
+        _positive,
+    )
+    acse_timeout_s: float = _setting(10.0, "Seconds from TCP connect to A-ASSOCIATE-RQ (and for TLS handshakes).",
+                                     _positive)
+    network_timeout_s: float = _setting(
+        60.0, "An association silent this long is aborted; also the time limit for one PDU to arrive.", _positive
+    )
+    dimse_timeout_s: float = _setting(60.0, "Seconds to wait for a DIMSE message part.", _positive)
+    max_object_mb: float = _setting(
+        2048.0, "Largest object accepted; a larger one is received to the end, discarded, and answered 0xC003.",
+        _positive,
+    )
+    spill_mb: float = _setting(
+        4.0, "Received objects larger than this are written to disk (in data_dir/incoming) instead of memory.",
+        _positive,
+    )
+    tls_cert: str = _setting("", "PEM certificate (chain) for DICOM TLS; set with tls_key to require TLS.")
+    tls_key: str = _setting("", "PEM private key for tls_cert.")
+    tls_ca: str = _setting("", "PEM CA bundle that client certificates must chain to (with tls_require_client_cert).")
+    tls_require_client_cert: bool = _setting(False, "Refuse TLS clients without a certificate signed by tls_ca.")
 
 
 @dataclass(frozen=True)
@@ -129,6 +161,16 @@ class Hl7Settings:
     host: str = _setting("0.0.0.0", "Address the MLLP listener binds to.")
     port: int = _setting(2575, "MLLP port (2575 is the registered HL7 port).", _port)
     max_message_kb: int = _setting(1024, "Largest HL7 message accepted; larger ones get a NAK.", _positive)
+    max_connections: int = _setting(64, "MLLP connections at once (one thread each); more are closed at accept.",
+                                    _positive)
+    max_connections_per_peer: int = _setting(8, "MLLP connections one IP address may hold at once.", _positive)
+    read_timeout_s: float = _setting(
+        300.0, "A connection that sends nothing for this long is closed (interface engines reconnect).", _positive
+    )
+    tls_cert: str = _setting("", "PEM certificate (chain) for MLLP over TLS; set with tls_key to require TLS.")
+    tls_key: str = _setting("", "PEM private key for tls_cert.")
+    tls_ca: str = _setting("", "PEM CA bundle that client certificates must chain to (with tls_require_client_cert).")
+    tls_require_client_cert: bool = _setting(False, "Refuse TLS clients without a certificate signed by tls_ca.")
 
 
 @dataclass(frozen=True)
