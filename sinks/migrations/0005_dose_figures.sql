@@ -166,7 +166,8 @@ SELECT
 FROM exam_dose AS d FINAL
 LEFT JOIN (SELECT exam_key, series_count FROM exams FINAL) AS e ON e.exam_key = d.exam_key
 WHERE NOT d.not_patient
-GROUP BY site_id, exam_type;
+GROUP BY site_id, exam_type
+SETTINGS join_use_nulls = 1;
 
 -- Likely causes of each exceedance, so the physicist confirms rather than digs: a large patient (weight ≥ 90 kg or
 -- water-equivalent diameter ≥ 330 mm), more irradiation events or series than the type's median, a protocol other
