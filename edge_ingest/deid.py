@@ -152,6 +152,12 @@ def _enhanced_float(ds: Dataset, keyword: str, sequence: str) -> float | None:
     return None
 
 
+def _max_item_float(ds: Dataset, sequence: str, keyword: str) -> float | None:
+    """Largest value over a sequence's items (a Philips CT dose-info capture lists CTDIvol per acquisition)."""
+    values = [v for item in _seq_items(ds, sequence) if (v := _float(item, keyword)) is not None]
+    return max(values) if values else None
+
+
 def _enhanced_str(ds: Dataset, keyword: str, sequence: str) -> str | None:
     value = _str(ds, keyword)
     if value is not None:
@@ -317,9 +323,12 @@ def exposure_from_header(ds: Dataset, uid_pseudo: Callable[[str], str]) -> Expos
     time_ms = _enhanced_float(ds, "ExposureTimeInms", ct_seq) or _float(ds, "ExposureTime")
     if time_ms is None and (us := _float(ds, "ExposureTimeInuS")) is not None:
         time_ms = us / 1000
-    mas = _enhanced_float(ds, "ExposureInmAs", ct_seq) or _float(ds, "Exposure")
+    # (0018,1152) Exposure is an integer (IS): the µAs value, where sent, keeps the decimals (1.04, not 1 mAs)
+    mas = _enhanced_float(ds, "ExposureInmAs", ct_seq)
     if mas is None and (uas := _float(ds, "ExposureInuAs")) is not None:
         mas = uas / 1000
+    if mas is None:
+        mas = _float(ds, "Exposure")
     phantom = None
     for item in _seq_items(ds, "CTDIPhantomTypeCodeSequence")[:1]:
         phantom = _PHANTOM_CODES.get(_str(item, "CodeValue") or "")
@@ -334,7 +343,7 @@ def exposure_from_header(ds: Dataset, uid_pseudo: Callable[[str], str]) -> Expos
         tube_current_ma=ma,
         exposure_time_ms=time_ms,
         exposure_mas=mas,
-        ctdivol_mgy=_enhanced_float(ds, "CTDIvol", ct_seq),
+        ctdivol_mgy=_enhanced_float(ds, "CTDIvol", ct_seq) or _max_item_float(ds, "ExposureDoseSequence", "CTDIvol"),
         ctdi_phantom=phantom,
         dap_gy_cm2=dap_dgy_cm2 / 10 if dap_dgy_cm2 is not None else None,
         exposure_index=_float(ds, "ExposureIndex"),

@@ -58,6 +58,7 @@ _EVENT_NUMS: Final[dict[C.Code, tuple[str, Quantity]]] = {
     C.EXPOSURE_INDEX: ("exposure_index", Quantity.DIMENSIONLESS),
     C.TARGET_EXPOSURE_INDEX: ("target_exposure_index", Quantity.DIMENSIONLESS),
     C.DEVIATION_INDEX: ("deviation_index", Quantity.DIMENSIONLESS),
+    C.EXPOSURE_MAS: ("exposure_mas", Quantity.CHARGE_MAS),
 }
 
 # Accumulated NUM concepts → (AccumulatedDose field, quantity), summed over per-plane containers.
@@ -67,6 +68,8 @@ _ACCUMULATED_NUMS: Final[dict[C.Code, tuple[str, Quantity]]] = {
     C.FLUORO_DAP_TOTAL: ("fluoro_dap_total_gy_cm2", Quantity.DAP_GY_CM2),
     C.ACQUISITION_DAP_TOTAL: ("acquisition_dap_total_gy_cm2", Quantity.DAP_GY_CM2),
     C.DOSE_RP_TOTAL: ("dose_rp_total_mgy", Quantity.DOSE_MGY),
+    C.FLUORO_DOSE_RP_TOTAL: ("fluoro_dose_rp_total_mgy", Quantity.DOSE_MGY),
+    C.ACQUISITION_DOSE_RP_TOTAL: ("acquisition_dose_rp_total_mgy", Quantity.DOSE_MGY),
     C.TOTAL_FLUORO_TIME: ("fluoro_time_total_s", Quantity.TIME_S),
     C.TOTAL_ACQUISITION_TIME: ("acquisition_time_total_s", Quantity.TIME_S),
 }
@@ -361,6 +364,9 @@ class _Walker:
             self.root["procedure_reported"] = _label(procedure) if procedure else None
         elif key == C.SCOPE_OF_ACCUMULATION and "scope" not in self.root:
             self.root["scope"] = C.SCOPES.get(_code_of(item.get("ConceptCodeSequence")) or ("", ""))
+        elif key == C.ACQUISITION_DEVICE_TYPE and "device_type" not in self.root:
+            code = _code_of(item.get("ConceptCodeSequence")) or ("", "")
+            self.root["device_type"] = C.ACQUISITION_DEVICE_TYPES.get(code)
 
     def _datetime(self, item: Dataset, key: C.Code, event: _Event | None) -> None:
         if event is not None:
@@ -491,4 +497,5 @@ def extract_dose_report(
         end_utc=walker.root.get("end_utc"),
         totals=walker.totals(),
         events=tuple(walker.events),
+        acquisition_device_type=walker.root.get("device_type"),
     )

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.config import SourceFilter
+
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # SC and its multi-frame variants
+DOSE_MODALITIES = frozenset({"CT", "MG", "DX", "CR", "RF", "XA"})
+# header attributes that carry dose (CTDIvol, DAP, entrance dose, organ dose), top level or per exposure item
+_DOSE_KEYWORDS = ("CTDIvol", "ImageAndFluoroscopyAreaDoseProduct", "EntranceDoseInmGy", "EntranceDose", "OrganDose")
 
 
 def _compile(patterns: list[str]) -> tuple[re.Pattern[str], ...]:
@@ -28,6 +34,7 @@ class CompiledFilter:
     accept_model: tuple[re.Pattern[str], ...]
     ignore_serial: frozenset[str]
     accept_serial: frozenset[str]
+    accept_dose_captures: bool = True
 
     @classmethod
     def from_settings(cls, f: SourceFilter) -> CompiledFilter:
@@ -42,6 +49,7 @@ class CompiledFilter:
             _compile(f.accept_models),
             frozenset(f.ignore_device_serials),
             frozenset(f.accept_device_serials),
+            f.accept_dose_captures,
         )
 
     def sop_class_ignored(self, sop_class_uid: str) -> str | None:
@@ -51,6 +59,14 @@ class CompiledFilter:
         if self.accept_sop and sop_class_uid not in self.accept_sop:
             return "sop_class"
         return None
+
+    def may_carry_dose(self, sop_class_uid: str) -> bool:
+        """An ignored SOP class whose objects are parsed anyway, to keep those that carry dose (`carries_dose`)."""
+        return (
+            self.accept_dose_captures
+            and sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX)
+            and not (self.accept_sop and sop_class_uid not in self.accept_sop)
+        )
 
     def device_ignored(
         self, station: str | None, manufacturer: str | None, model: str | None, serial: str | None
@@ -71,3 +87,25 @@ class CompiledFilter:
         if self.accept_serial and (serial or "") not in self.accept_serial:
             return "device_serial"
         return None
+
+
+def _has_value(ds: Any, keyword: str) -> bool:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a malformed element carries nothing we can use
+        return False
+    return value not in (None, "") and str(value).strip() not in ("", "0")
+
+
+def carries_dose(ds: Any) -> bool:
+    """Does a (Secondary Capture) header carry dose from a dose-producing modality? Pure."""
+    modality = str(ds.get("Modality") or "").strip().upper()
+    if modality not in DOSE_MODALITIES:
+        return False
+    if any(_has_value(ds, k) for k in _DOSE_KEYWORDS):
+        return True
+    try:
+        items = list(ds.get("ExposureDoseSequence") or ())
+    except Exception:
+        return False
+    return any(_has_value(item, k) for item in items for k in _DOSE_KEYWORDS)

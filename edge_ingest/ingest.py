@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 from edge_ingest.counters import EdgeCounters
 from edge_ingest.deid import DeidContext, DoseExtractor, build_event
 from edge_ingest.extract import ExtractError, parse_header
-from edge_ingest.filters import CompiledFilter
+from edge_ingest.filters import CompiledFilter, carries_dose
 from edge_ingest.mpps import PpsLinks, mpps_event
 from edge_ingest.spool import Spool, SpoolFull
 from schemas import codec
@@ -183,12 +183,18 @@ class Ingestor:
 
     def ingest(self, rx: Received) -> Outcome:
         self.counters.add("received")
+        capture = False
         if (why := self.filter.sop_class_ignored(rx.sop_class_uid)) is not None:
-            self.counters.add("ignored")
-            return Outcome(Status.SUCCESS, reason=f"ignored by filter ({why})")
+            capture = self.filter.may_carry_dose(rx.sop_class_uid)
+            if not capture:
+                self.counters.add("ignored")
+                return Outcome(Status.SUCCESS, reason=f"ignored by filter ({why})")
         try:
             header = parse_header(rx.data, rx.transfer_syntax_uid)
             ds = header.dataset
+            if capture and not carries_dose(ds):  # a Secondary Capture without dose: ignored as configured
+                self.counters.add("ignored")
+                return Outcome(Status.SUCCESS, reason="ignored by filter (sop_class)")
             why = self.filter.device_ignored(
                 _text(ds, "StationName"), _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName"),
                 _text(ds, "DeviceSerialNumber"),
@@ -205,6 +211,9 @@ class Ingestor:
                 dose_extractor=self.dose_extractor,
             )
         except ExtractError as exc:
+            if capture:  # an unreadable capture is what it was before: ignored, not rejected
+                self.counters.add("ignored")
+                return Outcome(Status.SUCCESS, reason="ignored by filter (sop_class)")
             status = Status.MISSING_IDENTIFIERS if str(exc).startswith("missing") else Status.CANNOT_UNDERSTAND
             self.counters.reject(status.name.lower())
             return Outcome(status, reason=str(exc))

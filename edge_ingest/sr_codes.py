@@ -50,8 +50,8 @@ DAP_TOTAL: Final[Code] = ("113722", DCM)
 FLUORO_DAP_TOTAL: Final[Code] = ("113726", DCM)
 ACQUISITION_DAP_TOTAL: Final[Code] = ("113727", DCM)
 DOSE_RP_TOTAL: Final[Code] = ("113725", DCM)
-FLUORO_DOSE_RP_TOTAL: Final[Code] = ("113728", DCM)  # no AccumulatedDose field yet
-ACQUISITION_DOSE_RP_TOTAL: Final[Code] = ("113729", DCM)  # no AccumulatedDose field yet
+FLUORO_DOSE_RP_TOTAL: Final[Code] = ("113728", DCM)
+ACQUISITION_DOSE_RP_TOTAL: Final[Code] = ("113729", DCM)
 TOTAL_FLUORO_TIME: Final[Code] = ("113730", DCM)
 TOTAL_ACQUISITION_TIME: Final[Code] = ("113855", DCM)
 ACCUMULATED_AGD: Final[Code] = ("111637", DCM)  # one per breast, with a Laterality modifier
@@ -66,7 +66,7 @@ EXPOSURE_TIME: Final[Code] = ("113824", DCM)
 EXPOSURE_TIME_RETIRED: Final[Code] = ("113735", DCM)  # retired code, still sent by the Siemens Artis sample
 KVP: Final[Code] = ("113733", DCM)
 XRAY_TUBE_CURRENT: Final[Code] = ("113734", DCM)
-EXPOSURE_MAS: Final[Code] = ("113736", DCM)  # no IrradiationEvent field yet
+EXPOSURE_MAS: Final[Code] = ("113736", DCM)
 DOSE_AREA_PRODUCT: Final[Code] = ("122130", DCM)
 DOSE_RP: Final[Code] = ("113738", DCM)
 ENTRANCE_EXPOSURE_AT_RP: Final[Code] = ("111636", DCM)
@@ -82,6 +82,7 @@ WATER_EQUIVALENT_DIAMETER: Final[Code] = ("113980", DCM)
 PROCEDURE_REPORTED: Final[Code] = ("121058", DCM)
 SCOPE_OF_ACCUMULATION: Final[Code] = ("113705", DCM)
 DEVICE_ROLE_IN_PROCEDURE: Final[Code] = ("113876", DCM)
+ACQUISITION_DEVICE_TYPE: Final[Code] = ("122142", DCM)  # TID 10001 root: says DX, RF or CR for a projection report
 TARGET_REGION: Final[Code] = ("123014", DCM)
 CT_ACQUISITION_TYPE: Final[Code] = ("113820", DCM)
 CTDIW_PHANTOM_TYPE: Final[Code] = ("113835", DCM)
@@ -154,6 +155,13 @@ DEVICE_ROLES: Final[dict[Code, str]] = {  # CID 7445
     ("113859", DCM): "IRRADIATING_DEVICE",
     ("113942", DCM): "XRAY_READING_DEVICE",
     ("121097", DCM): "RECORDING",
+}
+
+ACQUISITION_DEVICE_TYPES: Final[dict[Code, str]] = {  # CID 10032
+    ("113956", DCM): "CT",  # CT Scanner
+    ("113957", DCM): "FLUORO_GUIDED",  # Fluoroscopy-Guided Projection Radiography System
+    ("113958", DCM): "INTEGRATED",  # Integrated Projection Radiography System
+    ("113959", DCM): "CASSETTE",  # Cassette-based Projection Radiography System
 }
 
 LATERALITIES: Final[dict[Code, str]] = {  # CID 244 and, for accumulated AGD, CID 6023 (breast sides)

@@ -99,6 +99,11 @@ class SourceFilter:
     accept_models: list[str] = _setting([], "If set, only matching models are accepted.", _regexes)
     ignore_device_serials: list[str] = _setting([], "DeviceSerialNumbers to ignore (exact).")
     accept_device_serials: list[str] = _setting([], "If set, only these DeviceSerialNumbers are accepted.")
+    accept_dose_captures: bool = _setting(
+        True,
+        "Accept an ignored Secondary Capture that carries dose in its header from a dose-producing modality (CT, MG, "
+        "DX, CR, RF, XA): Hologic DBT projections, Philips CT dose-info captures.",
+    )
 
 
 @dataclass(frozen=True)

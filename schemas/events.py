@@ -69,6 +69,7 @@ class IrradiationEvent:
     exposure_index: float | None = None
     target_exposure_index: float | None = None
     deviation_index: float | None = None
+    exposure_mas: float | None = None  # per-event tube current-time product (113736), v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ class AccumulatedDose:
     agd_left_mgy: float | None = None
     agd_right_mgy: float | None = None
     agd_both_mgy: float | None = None
+    fluoro_dose_rp_total_mgy: float | None = None  # 113728, v2
+    acquisition_dose_rp_total_mgy: float | None = None  # 113729, v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class DoseReport:
     end_utc: datetime | None = None
     totals: AccumulatedDose = field(default_factory=AccumulatedDose)
     events: tuple[IrradiationEvent, ...] = ()
+    acquisition_device_type: str | None = None  # CID 10032: FLUORO_GUIDED | INTEGRATED | CASSETTE | CT, v2
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +310,10 @@ class ExamDose:
     agd_max_breast_mgy: float | None = None
     exposure_index_mean: float | None = None
     deviation_index_mean: float | None = None
+    fluoro_dap_gy_cm2: float | None = None  # v2: fluoroscopy vs acquisition split of DAP and Dose (RP)
+    acquisition_dap_gy_cm2: float | None = None
+    fluoro_dose_rp_mgy: float | None = None
+    acquisition_dose_rp_mgy: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Event dataclasses → row tuples, in the column order of each table (``migrations/0001_base.sql``). Pure.
+"""Event dataclasses → row tuples, in the column order of each table (``migrations/0001_base.sql`` and later). Pure.
 
 Flattening: ``exposure.<f>`` → column ``exposure_<f>``; ``dose_report.<f>`` and ``dose_report.totals.<f>`` →
 ``dose_<f>``; ``dose_event_count`` is the number of events the report carries; each event of a report is a row of
@@ -57,6 +57,9 @@ DOSE_TOTALS_FIELDS: tuple[str, ...] = (
     "acquisition_dap_total_gy_cm2", "dose_rp_total_mgy", "fluoro_time_total_s", "acquisition_time_total_s",
     "agd_left_mgy", "agd_right_mgy", "agd_both_mgy",
 )  # fmt: skip
+# added by migration 0005 (InstanceEvent v2), so after dose_event_count: (report field, totals fields)
+DOSE_V2_REPORT_FIELDS: tuple[str, ...] = ("acquisition_device_type",)
+DOSE_V2_TOTALS_FIELDS: tuple[str, ...] = ("fluoro_dose_rp_total_mgy", "acquisition_dose_rp_total_mgy")
 INSTANCE_COLUMNS: tuple[str, ...] = (
     *INSTANCE_FIELDS,
     "event_time",
@@ -64,6 +67,7 @@ INSTANCE_COLUMNS: tuple[str, ...] = (
     *(f"dose_{f}" for f in DOSE_REPORT_FIELDS),
     *(f"dose_{f}" for f in DOSE_TOTALS_FIELDS),
     "dose_event_count",
+    *(f"dose_{f}" for f in (*DOSE_V2_REPORT_FIELDS, *DOSE_V2_TOTALS_FIELDS)),
 )
 
 IRRADIATION_CONTEXT: tuple[str, ...] = (
@@ -76,7 +80,7 @@ IRRADIATION_FIELDS: tuple[str, ...] = (
     "event_type", "acquisition_plane", "laterality", "ctdivol_mgy", "dlp_mgy_cm", "ctdi_phantom",
     "scanning_length_mm", "exposure_time_s", "pitch", "kvp", "tube_current_ma", "ssde_mgy",
     "water_equivalent_diameter_mm", "dap_gy_cm2", "dose_rp_mgy", "entrance_exposure_mgy", "irradiation_duration_s",
-    "agd_mgy", "exposure_index", "target_exposure_index", "deviation_index",
+    "agd_mgy", "exposure_index", "target_exposure_index", "deviation_index", "exposure_mas",
 )  # fmt: skip
 IRRADIATION_COLUMNS: tuple[str, ...] = (*IRRADIATION_CONTEXT, *IRRADIATION_FIELDS)
 
@@ -138,7 +142,10 @@ _report_fields = attrgetter(*DOSE_REPORT_FIELDS)
 _totals_fields = attrgetter(*DOSE_TOTALS_FIELDS)
 _IMAGE_TYPE = INSTANCE_FIELDS.index("image_type")
 _NO_EXPOSURE = (None,) * len(EXPOSURE_FIELDS)
-_NO_REPORT = (None,) * (len(DOSE_REPORT_FIELDS) + len(DOSE_TOTALS_FIELDS)) + (0,)
+_NO_REPORT = (
+    (None,) * (len(DOSE_REPORT_FIELDS) + len(DOSE_TOTALS_FIELDS)) + (0,)
+    + (None,) * (len(DOSE_V2_REPORT_FIELDS) + len(DOSE_V2_TOTALS_FIELDS))
+)
 
 
 def instance_row(ev: InstanceEvent) -> Row:
@@ -146,7 +153,11 @@ def instance_row(ev: InstanceEvent) -> Row:
     fields[_IMAGE_TYPE] = list(fields[_IMAGE_TYPE])  # the only tuple field: an Array column
     exposure, report = ev.exposure, ev.dose_report
     dose = (
-        (*_report_fields(report), *_totals_fields(report.totals), len(report.events))
+        (
+            *_report_fields(report), *_totals_fields(report.totals), len(report.events),
+            *(getattr(report, f) for f in DOSE_V2_REPORT_FIELDS),
+            *(getattr(report.totals, f) for f in DOSE_V2_TOTALS_FIELDS),
+        )
         if report is not None
         else _NO_REPORT
     )

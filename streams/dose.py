@@ -8,15 +8,18 @@ second report overwrites a key with what it already held. ``exam_dose`` turns th
 Sources, in order: **REPORT** (any dose SR arrived; every dose quantity then comes from reports only, so headers
 and reports are never mixed), **HEADER** (image attributes only), **NONE**.
 
-Why event sums and not the reports' own totals: one study can bring several dose reports (one per procedure step,
-a continuation, a resend, or cumulative "study to this point" reports that repeat earlier events). Summing the
-reports' totals double-counts repeated events, taking the largest misses disjoint ones; only the union of events,
-keyed by Irradiation Event UID, is right. A report's total is used only when none of its events carries the
-quantity (no event items at all, or events without, say, a duration); among such reports, those that share events
-count once (the largest total of the group) and unrelated ones add up.
+Report totals or event sums: reports that share irradiation events form a group (one per procedure step, a
+continuation, a resend, cumulative "study to this point" reports). When one report of a group lists every event of
+the group, its own accumulated total wins: the device computed it from unrounded values (Siemens Artis Zee: 2.52 mGy
+reference-point dose against 2.49 from its rounded events). Otherwise (overlapping partial reports, or no total) the
+union of the group's events, keyed by Irradiation Event UID, is summed, plus the totals of reports none of whose
+events carry the quantity. Disjoint groups add up; summing the totals of overlapping reports would double-count.
+Fluoroscopy and acquisition DAP and reference-point dose are split the same way (fluoroscopy events vs the rest).
 
 CT from headers: CTDIvol is repeated in every image of an acquisition, so it is never summed: maximum per series,
 maximum over series. Localizer and secondary images are skipped. Image headers carry no DLP.
+Secondary Captures that carry dose in their header (a Hologic DBT projection with AGD, a Philips CT dose-info
+capture) count only when the exam's images carry none; otherwise they would repeat the images' dose.
 Projection from headers: DAP (and entrance dose) per image, summed over distinct irradiation events (the event
 pseudonym when the image has one, else the instance). "For Processing" images are dropped when "For Presentation"
 images of the exam exist: both are made from the same exposure. Mammography AGD is summed per breast.
@@ -36,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schemas.events import DoseReport, Exposure, InstanceEvent, IrradiationEvent
+from streams.modality import exam_modality
 
 LOCALIZER = "CONSTANT_ANGLE"  # CT Acquisition Type of scouts / topograms
 FLUOROSCOPY = "FLUOROSCOPY"
@@ -51,6 +55,10 @@ FOR_PROCESSING = frozenset(
     }
 )
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "OT", "DOC"})
+# Secondary Captures carrying dose in their header (Hologic DBT projections, Philips CT dose info) from these
+# modalities count, under keys with this prefix, when the exam's own images carry no dose
+DOSE_CAPTURE_MODALITIES = frozenset({"CT", "MG", "DX", "CR", "RF", "XA"})
+SC_KEY = "SC:"
 
 # AAPM Report 204 exponential fits, SSDE = a·exp(−b·Dw)·CTDIvol with Dw in cm (domain notes §1.1)
 SSDE_FITS: dict[str, tuple[float, float]] = {BODY32: (3.704369, 0.03671937), HEAD16: (1.874799, 0.03871313)}
@@ -94,7 +102,7 @@ class ExamDoseState:
 
     exam_key: str
     site_id: str
-    modality: str | None = None  # of the first image (dose reports are SR)
+    modality: str | None = None  # of the first image, else derived from the dose reports
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)  # instance → {kind, events, totals}
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # event pseudonym → {kind, region, <fields>}
     ct_series: dict[str, list[Any]] = field(default_factory=dict)  # series → [ctdivol max, phantom, dw min, dw max]
@@ -102,6 +110,7 @@ class ExamDoseState:
     fluoro_time_header_s: float | None = None  # MPPS total copied into images: a total, so the maximum
     patient_weight_kg: float | None = None
     patient_height_m: float | None = None
+    has_image: bool = False  # the modality came from an image and no report may change it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +156,10 @@ class ExamDose:
     dap_total_gy_cm2: float | None = None
     fluoro_time_s: float | None = None
     dose_rp_mgy: float | None = None
+    fluoro_dap_gy_cm2: float | None = None
+    acquisition_dap_gy_cm2: float | None = None
+    fluoro_dose_rp_mgy: float | None = None
+    acquisition_dose_rp_mgy: float | None = None
     entrance_dose_mgy: float | None = None
     agd_left_mgy: float | None = None
     agd_right_mgy: float | None = None
@@ -229,10 +242,10 @@ def _fold_report(state: ExamDoseState, instance: str, report: DoseReport) -> boo
     return changed
 
 
-def _fold_ct_header(state: ExamDoseState, event: InstanceEvent, exp: Exposure) -> bool:
+def _fold_ct_header(state: ExamDoseState, event: InstanceEvent, exp: Exposure, prefix: str = "") -> bool:
     if exp.ctdivol_mgy is None or "LOCALIZER" in {t.upper() for t in event.image_type}:
         return False
-    key = event.series_pseudonym or event.instance_pseudonym
+    key = prefix + (event.series_pseudonym or event.instance_pseudonym)
     dw = exp.water_equivalent_diameter_mm
     held = state.ct_series.get(key)
     if held is None:
@@ -252,7 +265,7 @@ def _fold_ct_header(state: ExamDoseState, event: InstanceEvent, exp: Exposure) -
     return True
 
 
-def _fold_projection_header(state: ExamDoseState, event: InstanceEvent, exp: Exposure) -> bool:
+def _fold_projection_header(state: ExamDoseState, event: InstanceEvent, exp: Exposure, prefix: str = "") -> bool:
     changed = False
     if exp.fluoro_time_s is not None and (state.fluoro_time_header_s or 0.0) < exp.fluoro_time_s:
         state.fluoro_time_header_s = exp.fluoro_time_s
@@ -273,7 +286,9 @@ def _fold_projection_header(state: ExamDoseState, event: InstanceEvent, exp: Exp
     if not values:
         return changed
     values["processing"] = event.sop_class_uid in FOR_PROCESSING
-    key = f"E:{exp.irradiation_event_pseudonym}" if exp.irradiation_event_pseudonym else f"I:{event.instance_pseudonym}"
+    key = prefix + (
+        f"E:{exp.irradiation_event_pseudonym}" if exp.irradiation_event_pseudonym else f"I:{event.instance_pseudonym}"
+    )
     held = state.proj.get(key)
     merged = {**values, **(held or {})}  # first image of an event wins: later copies repeat its values
     if held is not None and values["processing"] is False and held.get("processing"):
@@ -290,9 +305,13 @@ def fold_dose(state: ExamDoseState | None, event: InstanceEvent) -> tuple[ExamDo
         state = ExamDoseState(exam_key=event.study_pseudonym, site_id=event.site_id)
     changed = False
     modality = (event.modality or "").strip().upper()
-    if state.modality is None and modality and modality not in NON_IMAGE_MODALITIES:
-        state.modality = modality
+    if modality and modality not in NON_IMAGE_MODALITIES and state.modality != modality and not state.has_image:
+        state.modality, state.has_image = modality, True
         changed = True
+    elif not state.has_image and event.dose_report is not None:
+        derived = exam_modality(state.modality, event.dose_report, False)
+        if derived != state.modality:
+            state.modality, changed = derived, True
     if state.patient_weight_kg is None and event.patient_weight_kg is not None:
         state.patient_weight_kg = event.patient_weight_kg
         changed = True
@@ -302,13 +321,21 @@ def fold_dose(state: ExamDoseState | None, event: InstanceEvent) -> tuple[ExamDo
 
     if event.dose_report is not None:
         changed = _fold_report(state, event.instance_pseudonym, event.dose_report) or changed
-    elif event.exposure is not None and not event.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
+    elif event.exposure is not None:
         exp = event.exposure
+        capture = event.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX)
+        if capture and (modality not in DOSE_CAPTURE_MODALITIES or _has_image_dose(state)):
+            return state, changed  # a capture's dose counts only for an exam whose images carry none
+        prefix = SC_KEY if capture else ""
         if modality == "CT" or (exp.ctdivol_mgy is not None and modality not in ("DX", "CR", "MG", "RF", "XA")):
-            changed = _fold_ct_header(state, event, exp) or changed
+            changed = _fold_ct_header(state, event, exp, prefix) or changed
         else:
-            changed = _fold_projection_header(state, event, exp) or changed
+            changed = _fold_projection_header(state, event, exp, prefix) or changed
     return state, changed
+
+
+def _has_image_dose(state: ExamDoseState) -> bool:
+    return any(not k.startswith(SC_KEY) for k in (*state.ct_series, *state.proj))
 
 
 # ------------------------------------------------------------------------------------------------ summarising
@@ -319,12 +346,9 @@ def _mean(values: Iterable[float]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def _clustered_total(reports: list[dict[str, Any]], total_key: str) -> float | None:
-    """Σ over groups of reports sharing events of the group's largest total (shared events count once)."""
-    with_total = [r for r in reports if r["totals"].get(total_key) is not None]
-    if not with_total:
-        return None
-    parent = list(range(len(with_total)))
+def _groups(reports: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Reports that share irradiation events, transitively; a report without events is a group of its own."""
+    parent = list(range(len(reports)))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -333,29 +357,62 @@ def _clustered_total(reports: list[dict[str, Any]], total_key: str) -> float | N
         return i
 
     owner: dict[str, int] = {}
-    for i, r in enumerate(with_total):
+    for i, r in enumerate(reports):
         for ev in r["events"]:
             if ev in owner:
                 parent[find(i)] = find(owner[ev])
             else:
                 owner[ev] = i
-    best: dict[int, float] = {}
-    for i, r in enumerate(with_total):
-        root = find(i)
-        best[root] = max(best.get(root, 0.0), float(r["totals"][total_key]))
-    return sum(best.values())
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for i, r in enumerate(reports):
+        groups.setdefault(find(i), []).append(r)
+    return list(groups.values())
+
+
+def _clustered_total(reports: list[dict[str, Any]], total_key: str) -> float | None:
+    """Σ over groups of reports sharing events of the group's largest total (shared events count once)."""
+    best = [
+        max(float(r["totals"][total_key]) for r in g if r["totals"].get(total_key) is not None)
+        for g in _groups(reports)
+        if any(r["totals"].get(total_key) is not None for r in g)
+    ]
+    return sum(best) if best else None
 
 
 def _report_quantity(
-    events: dict[str, dict[str, Any]], reports: list[dict[str, Any]], event_key: str, total_key: str | None
+    events: dict[str, dict[str, Any]],
+    reports: list[dict[str, Any]],
+    event_key: str,
+    total_key: str | None,
+    selected: set[str] | None = None,
 ) -> float | None:
-    """Σ of unique events' values, plus the (grouped) totals of reports none of whose events carry the value."""
-    valued = {uid: float(e[event_key]) for uid, e in events.items() if e.get(event_key) is not None}
-    uncovered = [r for r in reports if not any(uid in valued for uid in r["events"])]
-    rest = _clustered_total(uncovered, total_key) if total_key else None
-    if not valued:
-        return rest
-    return sum(valued.values()) + (rest or 0.0)
+    """Per group of reports: the total of a report listing every event of the group, else the events' sum plus
+    the grouped totals of reports none of whose events carry the value. `selected` limits the summed events (e.g. to
+    fluoroscopy events); totals are the reports' own and need no selection."""
+    parts: list[float] = []
+    for group in _groups(reports):
+        union = {uid for r in group for uid in r["events"]}
+        if total_key is not None:
+            covering = [
+                float(r["totals"][total_key])
+                for r in group
+                if r["totals"].get(total_key) is not None and union <= set(r["events"])
+            ]
+            if covering:
+                parts.append(max(covering))
+                continue
+        valued = {
+            uid: float(events[uid][event_key])
+            for uid in union
+            if uid in events and events[uid].get(event_key) is not None and (selected is None or uid in selected)
+        }
+        parts.extend(valued.values())
+        if total_key is not None:
+            uncovered = [r for r in group if not any(uid in valued for uid in r["events"])]
+            rest = _clustered_total(uncovered, total_key)
+            if rest is not None:
+                parts.append(rest)
+    return sum(parts) if parts else None
 
 
 def _ctdi_groups(items: list[tuple[float, str | None]]) -> tuple[PhantomCtdi, ...]:
@@ -442,15 +499,25 @@ def _from_reports(state: ExamDoseState) -> dict[str, Any]:
         out["dap_total_gy_cm2"] = _report_quantity(pj_events, pj_reports, "dap_gy_cm2", "dap_total_gy_cm2")
         out["dose_rp_mgy"] = _report_quantity(pj_events, pj_reports, "dose_rp_mgy", "dose_rp_total_mgy")
         out["entrance_dose_mgy"] = _report_quantity(pj_events, pj_reports, "entrance_exposure_mgy", None)
-        fluoro = {uid: e for uid, e in pj_events.items() if e.get("event_type") == FLUOROSCOPY}
-        out["fluoro_time_s"] = _report_quantity(fluoro, pj_reports, "irradiation_duration_s", "fluoro_time_total_s")
+        fluoro = {uid for uid, e in pj_events.items() if e.get("event_type") == FLUOROSCOPY}
+        acquisition = set(pj_events) - fluoro
+        out["fluoro_time_s"] = _report_quantity(
+            pj_events, pj_reports, "irradiation_duration_s", "fluoro_time_total_s", fluoro
+        )
+        for name, key, total_key, chosen in (
+            ("fluoro_dap_gy_cm2", "dap_gy_cm2", "fluoro_dap_total_gy_cm2", fluoro),
+            ("acquisition_dap_gy_cm2", "dap_gy_cm2", "acquisition_dap_total_gy_cm2", acquisition),
+            ("fluoro_dose_rp_mgy", "dose_rp_mgy", "fluoro_dose_rp_total_mgy", fluoro),
+            ("acquisition_dose_rp_mgy", "dose_rp_mgy", "acquisition_dose_rp_total_mgy", acquisition),
+        ):
+            out[name] = _report_quantity(pj_events, pj_reports, key, total_key, chosen)
         for side, total_key, name in (
             ("L", "agd_left_mgy", "agd_left_mgy"),
             ("R", "agd_right_mgy", "agd_right_mgy"),
             ("B", "agd_both_mgy", "agd_both_mgy"),
         ):
-            on_side = {uid: e for uid, e in pj_events.items() if e.get("laterality") == side}
-            out[name] = _report_quantity(on_side, pj_reports, "agd_mgy", total_key)
+            on_side = {uid for uid, e in pj_events.items() if e.get("laterality") == side}
+            out[name] = _report_quantity(pj_events, pj_reports, "agd_mgy", total_key, on_side)
         sideless = [
             float(e["agd_mgy"]) for e in pj_events.values() if "agd_mgy" in e and e.get("laterality") not in _SIDES
         ]
@@ -475,8 +542,11 @@ def _ctdi_fields(groups: tuple[PhantomCtdi, ...]) -> dict[str, Any]:
 
 def _from_headers(state: ExamDoseState) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if state.ct_series:
-        series = list(state.ct_series.values())
+    image_dose = _has_image_dose(state)
+    ct_series = {k: v for k, v in state.ct_series.items() if not (image_dose and k.startswith(SC_KEY))}
+    proj_items = [v for k, v in state.proj.items() if not (image_dose and k.startswith(SC_KEY))]
+    if ct_series:
+        series = list(ct_series.values())
         groups = _ctdi_groups([(float(s[0]), s[1]) for s in series])
         out.update(_ctdi_fields(groups))
         items = [
@@ -492,7 +562,7 @@ def _from_headers(state: ExamDoseState) -> dict[str, Any]:
         ssde, src, dw = _ssde(items, headline, dws)
         out.update(ssde_mgy=ssde, ssde_source=src, water_equivalent_diameter_mm=dw)
         out["header_exposure_count"] = len(series)
-    proj = list(state.proj.values())
+    proj = proj_items
     if any(not p.get("processing") for p in proj):
         proj = [p for p in proj if not p.get("processing")]
     if proj:

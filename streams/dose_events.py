@@ -78,6 +78,10 @@ def exam_dose_event(exam: Exam, dose: dose_mod.ExamDose) -> ExamDose:
         agd_max_breast_mgy=dose.agd_max_breast_mgy,
         exposure_index_mean=dose.exposure_index_mean,
         deviation_index_mean=dose.deviation_index_mean,
+        fluoro_dap_gy_cm2=dose.fluoro_dap_gy_cm2,
+        acquisition_dap_gy_cm2=dose.acquisition_dap_gy_cm2,
+        fluoro_dose_rp_mgy=dose.fluoro_dose_rp_mgy,
+        acquisition_dose_rp_mgy=dose.acquisition_dose_rp_mgy,
     )
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.events import Exam, InstanceEvent
+from streams.modality import exam_modality
 
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "OT", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "AU"})
 CROSS_SECTIONAL = frozenset({"CT", "MR", "PT", "NM", "US"})
@@ -148,6 +149,7 @@ def fold(state: ExamState | None, event: InstanceEvent, wall_now: float) -> tupl
         state.device_serial = event.device_serial
         state.edge_id = event.edge_id
     state.has_image = state.has_image or is_image
+    state.modality = exam_modality(state.modality, event.dose_report, state.has_image)  # report-only: not "SR"
     for attr in (
         "study_description",
         "requested_procedure_description",

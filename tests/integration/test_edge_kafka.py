@@ -99,6 +99,9 @@ def test_echo_allow_list_and_filters(start_edge, kafka_bootstrap: str) -> None:
     assert assoc.send_c_echo().Status == 0x0000
     sc = make_image("1.2.840.10008.5.1.4.1.1.7", modality="OT")
     assert assoc.send_c_store(sc).Status == 0x0000  # ignored, but success so the sender does not retry
+    # a Hologic-style DBT projection: Secondary Capture, modality MG, glandular dose in the header → accepted
+    dbt = make_image("1.2.840.10008.5.1.4.1.1.7", modality="MG", OrganDose="0.0123", OrganExposed="BREAST")
+    assert assoc.send_c_store(dbt).Status == 0x0000
     assert assoc.send_c_store(make_image(CT_IMAGE)).Status == 0x0000
     assoc.release()
     assert node.counters.snapshot()["ignored"] == 1
@@ -107,7 +110,9 @@ def test_echo_allow_list_and_filters(start_edge, kafka_bootstrap: str) -> None:
     rejected = stranger.associate("127.0.0.1", node.port, ae_title="RADPULSE")
     assert rejected.is_rejected
     events = read_messages(kafka_bootstrap, node.settings.topic("instances"), timeout_s=10)
-    assert len(events) == 1
+    assert len(events) == 2
+    [mg] = [e for m in events if (e := codec.decode(InstanceEvent, m.value())).modality == "MG"]
+    assert mg.exposure is not None and mg.exposure.organ_dose_mgy == pytest.approx(1.23)  # 0.0123 dGy
 
 
 def test_device_filter_ignores_workstation(start_edge, kafka_bootstrap: str) -> None:

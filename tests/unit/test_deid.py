@@ -61,6 +61,7 @@ def test_dx_header_exposure_ge_xr220(samples_dir: Path) -> None:
     assert e.deviation_index == pytest.approx(-9.3)
     assert e.dap_gy_cm2 == pytest.approx(0.041)  # 0.41 dGy·cm² in the header
     assert e.kvp == pytest.approx(69.64, abs=0.01)
+    assert e.exposure_mas == pytest.approx(1.04)  # ExposureInuAs 1040, not the integer Exposure 1
     assert event.acquisition_datetime_utc is not None and event.acquisition_datetime_utc.tzinfo is not None
 
 
@@ -71,6 +72,7 @@ def test_mg_header_agd_ge_senographe(samples_dir: Path) -> None:
     assert e.organ_dose_mgy == pytest.approx(0.547) and e.organ_exposed == "BREAST"  # 0.00547 dGy
     assert e.entrance_dose_mgy == pytest.approx(1.694)
     assert e.kvp == 26.0
+    assert e.exposure_mas == pytest.approx(20.8)  # ExposureInuAs 20800, not the integer Exposure 21
 
 
 def test_cr_header_dap_kodak(samples_dir: Path) -> None:
@@ -184,3 +186,23 @@ def test_same_object_twice_is_the_same_event() -> None:
     data = encode_dataset(make_image(AccessionNumber="A1"))
     a, b = event_for(data), event_for(data)
     assert a.event_id == b.event_id and codec.encode(a) == codec.encode(b)
+
+
+def test_cr_header_without_microamp_seconds_keeps_the_integer_exposure(samples_dir: Path) -> None:
+    e = event_for(*dataset_bytes(samples_dir / "DX-Im-Carestream_DR7500-1.dcm")).exposure
+    assert e is not None and e.exposure_mas == 10.0  # only Exposure (0018,1152) = 10 is sent
+
+
+def test_philips_dose_info_capture_ctdivol_from_its_exposure_dose_sequence() -> None:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = make_image("1.2.840.10008.5.1.4.1.1.7", modality="CT")
+    items = []
+    for ctdi in (8.5, 12.25, 3.1):
+        item = Dataset()
+        item.CTDIvol = ctdi
+        items.append(item)
+    ds.ExposureDoseSequence = Sequence(items)
+    e = event_for(encode_dataset(ds)).exposure
+    assert e is not None and e.ctdivol_mgy == 12.25  # the largest acquisition's CTDIvol, never a sum

@@ -138,13 +138,13 @@ def fluoro(uid: str, dap: float, duration: float | None = None) -> IrradiationEv
     )
 
 
-def test_fluoro_time_from_event_durations_else_grouped_totals() -> None:
-    with_durations = exam_dose(
-        fold_all(
-            [report("r", fluoro("f1", 0.1, 12.5), fluoro("f2", 0.2, 7.5), kind="PROJECTION", fluoro_time_total_s=19.0)]
-        )
-    )
-    assert with_durations.fluoro_time_s == pytest.approx(20.0) and with_durations.dap_total_gy_cm2 == pytest.approx(0.3)
+def test_fluoro_time_report_total_wins_else_event_durations() -> None:
+    events = (fluoro("f1", 0.1, 12.5), fluoro("f2", 0.2, 7.5))
+    with_total = exam_dose(fold_all([report("r", *events, kind="PROJECTION", fluoro_time_total_s=19.0)]))
+    assert with_total.fluoro_time_s == pytest.approx(19.0)  # the report's own total, not 12.5 + 7.5
+    assert with_total.dap_total_gy_cm2 == pytest.approx(0.3)  # no DAP total: the events' 0.1 + 0.2
+    without_total = exam_dose(fold_all([report("r", *events, kind="PROJECTION")]))
+    assert without_total.fluoro_time_s == pytest.approx(20.0)
     # no durations on events: cumulative reports sharing events count once (largest), unrelated reports add up
     first = report("r1", fluoro("f1", 0.1), kind="PROJECTION", fluoro_time_total_s=10.0)
     cumulative = report("r2", fluoro("f1", 0.1), fluoro("f2", 0.2), kind="PROJECTION", fluoro_time_total_s=15.0)
@@ -245,6 +245,43 @@ def test_secondary_captures_and_images_without_dose_change_nothing() -> None:
     assert not changed and exam_dose(state).ctdivol_max_mgy == 10.0
     _, changed = fold_dose(state, inst("plain", series="s3"))
     assert not changed
+
+
+SC = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_a_dose_carrying_capture_counts_when_the_exam_images_carry_none() -> None:
+    # Hologic DBT proprietary projections: SC objects, modality MG, AGD per view in the header
+    views = [("L", 1.1), ("L", 1.3), ("R", 0.9)]
+    caps = [
+        inst(f"p{i}", modality="MG", sop=SC, laterality=side, exposure=Exposure(organ_dose_mgy=agd))
+        for i, (side, agd) in enumerate(views)
+    ]
+    d = exam_dose(fold_all(caps))
+    assert d.source == "HEADER" and d.agd_left_mgy == pytest.approx(2.4) and d.agd_right_mgy == pytest.approx(0.9)
+    # Philips CT dose info: one SC with the largest CTDIvol of the exam
+    ct = exam_dose(fold_all([inst("info", sop=SC, exposure=Exposure(ctdivol_mgy=12.25, ctdi_phantom="BODY32"))]))
+    assert ct.ctdivol_max_mgy == 12.25
+    # the exam's own image arriving later replaces the capture: never both
+    later = fold_all([inst("img", modality="MG", sop=MG_PRESENTATION, laterality="L",
+                           exposure=Exposure(organ_dose_mgy=1.5))], fold_all(caps))
+    assert exam_dose(later).agd_left_mgy == pytest.approx(1.5) and exam_dose(later).agd_right_mgy is None
+    # a capture from a modality that produces no dose says nothing
+    us, _ = fold_dose(None, inst("us", modality="US", sop=SC, exposure=Exposure(ctdivol_mgy=5.0)))
+    assert exam_dose(us).source == "NONE" and us.ct_series == {}
+
+
+def test_fluoro_and_acquisition_split_from_events_else_report_totals() -> None:
+    acq = IrradiationEvent(event_pseudonym="a1", event_type="STATIONARY", dap_gy_cm2=0.5, dose_rp_mgy=3.0)
+    events = (fluoro("f1", 0.1), fluoro("f2", 0.2), acq)  # fluoro DAP 0.3 (RP 1.0 + 2.0), acquisition 0.5 (RP 3.0)
+    d = exam_dose(fold_all([report("r", *events, kind="PROJECTION")]))
+    assert (d.fluoro_dap_gy_cm2, d.acquisition_dap_gy_cm2) == (pytest.approx(0.3), pytest.approx(0.5))
+    assert (d.fluoro_dose_rp_mgy, d.acquisition_dose_rp_mgy) == (pytest.approx(3.0), pytest.approx(3.0))
+    totals = {"fluoro_dap_total_gy_cm2": 0.31, "acquisition_dap_total_gy_cm2": 0.52,
+              "fluoro_dose_rp_total_mgy": 3.1, "acquisition_dose_rp_total_mgy": 3.2, "dose_rp_total_mgy": 6.3}
+    t = exam_dose(fold_all([report("r", *events, kind="PROJECTION", **totals)]))
+    assert (t.fluoro_dap_gy_cm2, t.acquisition_dap_gy_cm2) == (0.31, 0.52)
+    assert (t.fluoro_dose_rp_mgy, t.acquisition_dose_rp_mgy, t.dose_rp_mgy) == (3.1, 3.2, 6.3)
 
 
 # --- SSDE -----------------------------------------------------------------------------------------------------
@@ -376,10 +413,19 @@ def test_ge_vct_event_sum_matches_its_reported_total(samples_dir: Path) -> None:
 def test_fluoroscopy_samples(samples_dir: Path) -> None:
     philips = exam_dose(fold_all([_sample_event(samples_dir, "RF-RDSR-Philips_Allura.dcm")]))
     assert philips.dap_total_gy_cm2 == pytest.approx(1.5357, abs=1e-4)
-    assert philips.fluoro_time_s == pytest.approx(13.066)  # the fluoroscopy event's own duration
+    assert philips.fluoro_time_s == pytest.approx(13.0)  # Total Fluoro Time (the event's duration says 13.066)
+    # accumulated totals (Gy.m2 x 1e4 = Gy.cm2; Gy x 1e3 = mGy), hand-read from the report's 113702 container
+    assert philips.fluoro_dap_gy_cm2 == pytest.approx(1.0558274005e-05 * 1e4)
+    assert philips.acquisition_dap_gy_cm2 == pytest.approx(0.00014301036616 * 1e4)
+    assert philips.fluoro_dose_rp_mgy == pytest.approx(0.29308116866)
+    assert philips.acquisition_dose_rp_mgy == pytest.approx(3.97819918202)
+    assert philips.dose_rp_mgy == pytest.approx(4.27128035068)
     zee = exam_dose(fold_all([_sample_event(samples_dir, "RF-RDSR-Siemens-Zee.dcm")]))
     assert zee.fluoro_time_s == pytest.approx(28.0)  # events carry no duration: the report's total
     assert zee.dap_total_gy_cm2 == pytest.approx(0.16)
+    assert zee.dose_rp_mgy == pytest.approx(2.52)  # Dose (RP) Total 0.00252 Gy; its rounded events sum to 2.49
+    assert (zee.fluoro_dap_gy_cm2, zee.acquisition_dap_gy_cm2) == (pytest.approx(0.16), 0.0)
+    assert (zee.fluoro_dose_rp_mgy, zee.acquisition_dose_rp_mgy) == (pytest.approx(2.52), 0.0)
 
 
 def test_mammography_samples(samples_dir: Path) -> None:

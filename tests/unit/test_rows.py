@@ -64,8 +64,9 @@ def migration_columns() -> dict[str, list[str]]:
 def test_every_field_has_a_column() -> None:
     assert list(rows.INSTANCE_FIELDS) == [n for n in names(InstanceEvent) if n not in ("exposure", "dose_report")]
     assert list(rows.EXPOSURE_FIELDS) == names(Exposure)
-    assert list(rows.DOSE_REPORT_FIELDS) == [n for n in names(DoseReport) if n not in ("totals", "events")]
-    assert list(rows.DOSE_TOTALS_FIELDS) == names(AccumulatedDose)
+    report_fields = [*rows.DOSE_REPORT_FIELDS, *rows.DOSE_V2_REPORT_FIELDS]
+    assert report_fields == [n for n in names(DoseReport) if n not in ("totals", "events")]
+    assert [*rows.DOSE_TOTALS_FIELDS, *rows.DOSE_V2_TOTALS_FIELDS] == names(AccumulatedDose)
     assert ["event_pseudonym", *rows.IRRADIATION_FIELDS] == names(IrradiationEvent)
     assert list(rows.EXAM_COLUMNS) == names(Exam)
     assert list(rows.EDGE_HEALTH_COLUMNS) == names(EdgeHeartbeat)
