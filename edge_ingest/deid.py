@@ -1,33 +1,41 @@
-"""The de-identification allow-list: a parsed header → ``InstanceEvent``. Pure once given the keys.
+"""The de-identification allow-list: a parsed header → ``InstanceEvent``. Pure once given the keys (and, at the
+edge, the vocabulary's small state file).
 
 Only the fields of ``InstanceEvent`` leave the edge; nothing is copied wholesale, so an attribute nobody listed
 (a private tag, an address, a physician) cannot leak by default. Identifiers become keyed pseudonyms, the
-accession number an encrypted token, the birth date an age in whole years (capped at 90, PS3.15 practice), and
-free text is kept (exam types are recognised from it) but scrubbed of every name, ID and number the header itself
-says belongs to a person or an order, then truncated.
+accession number an encrypted token, the birth date an age in whole years that changes only on 1 January
+(study year − birth year, the birth year fixed at the patient's first event; capped at 90, PS3.15 practice), and
+free text leaves only as known words (``vocabulary.py``): every other word, and every name, ID and number the
+object itself carries, becomes a marker. Every text value is decoded strictly in its character set and cleaned
+(``text.py``); one that cannot be decoded leaves as ``(undecodable)`` and is counted.
+
+The hot path reads raw element bytes itself (pydicom's per-element conversion was most of the edge's CPU), and
+whatever is per study (identifiers, pseudonyms, accession token, age, filtered descriptions) is cached.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import DicomDictionary, tag_for_keyword
 from pydicom.dataset import Dataset
 
-from edge_ingest.dicomtime import age_in_years, combine_utc, parse_age_string, parse_da, parse_dt_utc
+from edge_ingest.dicomtime import combine_utc, parse_age_string, parse_da, parse_dt_utc
 from edge_ingest.extract import ExtractError, Header
 from edge_ingest.keys import EdgeKeys
 from edge_ingest.pseudonyms import encrypt_accession, event_id_for, pseudonym, uid_pseudonym
+from edge_ingest.text import TextIssue, element_value, elements
+from edge_ingest.vocabulary import MARK, Identifiers, Vocabulary, default_vocabulary, identifiers_from
 from schemas.events import DoseReport, Exposure, InstanceEvent
 
 AGE_CAP = 90
-SCRUB_MARK = "*"
+SCRUB_MARK = MARK
 
 # Attributes whose values are identifiers of a person or an order: used only to scrub free text.
 _ID_KEYWORDS = (
@@ -51,11 +59,22 @@ _ID_KEYWORDS = (
     "ReferringPhysicianAddress",
     "ReferringPhysicianTelephoneNumbers",
     "MedicalRecordLocator",
+    "MilitaryRank",
+    "BranchOfService",
+    "RegionOfResidence",
+    "CountryOfResidence",
+    "PatientInsurancePlanCodeSequence",
+    "InstitutionalDepartmentName",
 )
-_ID_SEQUENCES = ("OtherPatientIDsSequence", "RequestAttributesSequence", "ReferencedPatientSequence")
+_ID_SEQUENCES = (
+    "OtherPatientIDsSequence",
+    "RequestAttributesSequence",
+    "ReferencedPatientSequence",
+    "ScheduledStepAttributesSequence",
+    "ReferencedRequestSequence",
+    "IssuerOfAccessionNumberSequence",
+)
 _PHANTOM_CODES = {"113690": "HEAD16", "113691": "BODY32"}
-_LONG_NUMBER = re.compile(r"\d[\d\-/.]{5,}\d")  # ≥7 digits-ish: record numbers, phone numbers, dates
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -68,27 +87,36 @@ class DeidContext:
     site_timezone: str
     description_max_len: int = 64
     test_patient_patterns: tuple[re.Pattern[str], ...] = ()
+    vocabulary: Vocabulary = field(default_factory=default_vocabulary, repr=False, compare=False)
+    on_text_issue: TextIssue | None = field(default=None, repr=False, compare=False)  # "undecodable" | "cleaned"
 
 
 DoseExtractor = Callable[..., DoseReport | None]
 
 
-@lru_cache(maxsize=1024)
+_TAGS: dict[str, int] = {}
+
+
 def _tag(keyword: str) -> int:
-    tag = tag_for_keyword(keyword)
+    tag = _TAGS.get(keyword)
     if tag is None:
-        raise KeyError(keyword)
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            raise KeyError(keyword)
+        _TAGS[keyword] = tag
     return tag
 
 
-def _get(ds: Dataset, keyword: str) -> Any:
-    """Value of a top-level attribute, or None when absent, empty or undecodable (a bad optional value must not
-    cost the object). Looks the tag up first so absent attributes cost no conversion."""
-    tag = _tag(keyword)
-    if tag not in ds._dict:
-        return None
+@lru_cache(maxsize=8192)
+def _combine_utc(date: str | None, time: str, offset: str | None, zone: str) -> datetime | None:
+    return combine_utc(date, time, offset=offset, site_zone=zone)
+
+
+def _get(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> Any:
+    """Value of a top-level attribute, or None when absent, empty or unreadable (a bad optional value must not
+    cost the object). Text is decoded strictly and cleaned; see ``text.element_value``."""
     try:
-        value = ds[tag].value
+        value = element_value(ds, _tag(keyword), on_issue)
     except Exception:
         return None
     if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
@@ -96,8 +124,8 @@ def _get(ds: Dataset, keyword: str) -> Any:
     return value
 
 
-def _str(ds: Dataset, keyword: str) -> str | None:
-    value = _get(ds, keyword)
+def _str(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> str | None:
+    value = _get(ds, keyword, on_issue)
     if value is None:
         return None
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
@@ -112,6 +140,8 @@ def _float(ds: Dataset, keyword: str) -> float | None:
     value = _get(ds, keyword)
     if value is None:
         return None
+    if isinstance(value, str) and "\\" in value:
+        value = value.split("\\", 1)[0]
     if type(value).__name__ == "MultiValue" or isinstance(value, list | tuple):
         value = value[0] if len(value) else None
     try:
@@ -185,103 +215,146 @@ def _name_parts(value: Any) -> list[str]:
     return parts
 
 
-@lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
-
-
+# Every person-name attribute of the dictionary: read by tag, so finding them costs no walk over the header.
+_PN_TAGS = frozenset(tag for tag, entry in DicomDictionary.items() if entry[0] == "PN")
 _ID_TAGS = frozenset(t for k in _ID_KEYWORDS if (t := tag_for_keyword(k)) is not None)
 _ID_SEQUENCE_TAGS = frozenset(t for k in _ID_SEQUENCES if (t := tag_for_keyword(k)) is not None)
+_WANTED_TAGS = _PN_TAGS | _ID_TAGS
+_CONTENT_SEQUENCE = 0x0040A730
+
+
+def _collect(ds: Dataset, found: set[str], depth: int) -> None:
+    keys = elements(ds).keys()
+    for tag in _WANTED_TAGS.intersection(keys):
+        value = element_value(ds, tag)
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue" else [value]
+        for v in values:
+            if isinstance(v, Dataset):
+                _collect(v, found, depth + 1)
+                continue
+            text = str(v).strip()
+            if not text:
+                continue
+            if tag in _PN_TAGS:
+                found.update(_name_parts(text))
+            else:
+                for piece in text.split("\\"):
+                    found.add(piece.strip())
+                    found.update(w for w in re.split(r"[\s,;^]+", piece) if len(w) >= 3)
+    if depth < 2:
+        for tag in _ID_SEQUENCE_TAGS.intersection(keys):
+            for item in _seq_items_by_tag(ds, tag):
+                _collect(item, found, depth + 1)
+
+
+def _seq_items_by_tag(ds: Dataset, tag: int) -> list[Dataset]:
+    try:
+        value = ds[tag].value
+        return [item for item in value if isinstance(item, Dataset)]
+    except Exception:
+        return []
 
 
 def identifying_strings(ds: Dataset) -> tuple[str, ...]:
-    """Every name part, ID and order number this object itself carries: what free text must not repeat.
-    Only person-name, identifier and order elements are decoded; the rest of the header stays raw."""
+    """Every name part, ID and order number this object itself carries (SR person names included): what free
+    text must not repeat. Only person-name, identifier and order elements are decoded."""
     found: set[str] = set()
+    try:
+        _collect(ds, found, 0)
+    except Exception:
+        pass  # a malformed optional element must not cost the object; the vocabulary still filters
+    if _CONTENT_SEQUENCE in elements(ds):
+        from edge_ingest.dose_sr import person_names
 
-    def collect(d: Dataset, depth: int) -> None:
-        for tag, raw in list(d._dict.items()):
-            vr = raw.VR or _dictionary_vr(tag)  # implicit VR carries no VR on the wire
-            if vr != "PN" and tag not in _ID_TAGS and not (vr == "SQ" and tag in _ID_SEQUENCE_TAGS and depth < 2):
-                continue
-            try:
-                value = d[tag].value
-                if vr == "SQ":
-                    for item in value:
-                        collect(item, depth + 1)
-                    continue
-                values = value if type(value).__name__ == "MultiValue" else [value]
-                for v in values:
-                    if not v:
-                        continue
-                    if vr == "PN":
-                        found.update(_name_parts(v))
-                    else:
-                        text = str(v).strip()
-                        found.add(text)
-                        found.update(w for w in re.split(r"[\s,;^]+", text) if len(w) >= 3)
-            except Exception:
-                continue
-
-    collect(ds, 0)
+        for name in person_names(ds):
+            found.update(_name_parts(name))
     return tuple(sorted((s for s in found if _worth_scrubbing(s)), key=len, reverse=True))
+
+
+_IDENTIFIER_CACHE: OrderedDict[tuple[Any, ...], Identifiers] = OrderedDict()
+
+
+def object_identifiers(ds: Dataset) -> Identifiers:
+    """``identifying_strings`` normalised for the vocabulary filter; cached on the raw identifier bytes, so the
+    instances of one study pay once."""
+    elems = elements(ds)
+    keys = elems.keys()
+    tags = sorted(_WANTED_TAGS.intersection(keys) | _ID_SEQUENCE_TAGS.intersection(keys))
+    if _CONTENT_SEQUENCE in keys:
+        return identifiers_from(identifying_strings(ds))  # an SR's names sit deep in its tree: no cheap key
+    cache_key = tuple((t, _raw_key(elems[t])) for t in tags)
+    hit = _IDENTIFIER_CACHE.get(cache_key)
+    if hit is not None:
+        _IDENTIFIER_CACHE.move_to_end(cache_key)
+        return hit
+    ids = identifiers_from(identifying_strings(ds))
+    _IDENTIFIER_CACHE[cache_key] = ids
+    if len(_IDENTIFIER_CACHE) > 1024:
+        _IDENTIFIER_CACHE.popitem(last=False)
+    return ids
+
+
+def _raw_key(elem: Any) -> Any:
+    value = getattr(elem, "value", None)
+    if isinstance(value, bytes | str):
+        return value
+    return repr(value) if not isinstance(value, list) else id(elem)  # sequences: no cheap stable key
 
 
 def _worth_scrubbing(s: str) -> bool:
     s = s.strip()
     if not s:
         return False
-    if any(ord(ch) > 0x2E7F for ch in s):  # CJK names are short; any 2+ characters are worth removing
-        return len(s) >= 2
+    if any(ord(ch) > 0x2E7F for ch in s):  # a CJK name part, even one character (张先生, a given name)
+        return True
     return (len(s) >= 2 and not s.isdigit()) or (s.isdigit() and len(s) >= 3)
 
 
-@lru_cache(maxsize=512)
-def _scrub_pattern(tokens: tuple[str, ...]) -> re.Pattern[str] | None:
-    if not tokens:
-        return None
-    alternatives = []
-    for t in tokens:
-        escaped = re.escape(t)
-        if t.isascii():
-            # word boundaries keep "Li" (a surname) from eating "Limb"
-            alternatives.append(rf"(?<![A-Za-z0-9]){escaped}(?![A-Za-z0-9])")
-        else:
-            alternatives.append(escaped)
-    return re.compile("|".join(alternatives), re.IGNORECASE)
-
-
-def scrub_text(text: str | None, tokens: tuple[str, ...], max_len: int) -> str | None:
-    """Remove identifiers from free text, then truncate."""
+def scrub_text(
+    text: str | None, tokens: Iterable[str], max_len: int, vocabulary: Vocabulary | None = None
+) -> str | None:
+    """Free text → known words only, with the given identifiers removed even where they are known words."""
     if not text:
         return None
-    text = unicodedata.normalize("NFKC", text)
-    pattern = _scrub_pattern(tokens)
-    if pattern is not None:
-        text = pattern.sub(SCRUB_MARK, text)
-    text = _EMAIL.sub(SCRUB_MARK, text)
-    text = _LONG_NUMBER.sub(SCRUB_MARK, text)
-    text = re.sub(r"\s+", " ", text).strip()
-    return text[:max_len] or None
+    vocab = vocabulary or default_vocabulary()
+    return vocab.filter(text, identifiers_from(tokens), max_len).text
 
 
 # ------------------------------------------------------------------------------------------------ patient fields
 
 
-def patient_age(ds: Dataset, reference: datetime | None) -> int | None:
-    """Whole years from PatientAge, else from the birth date and the study (or acquisition) date; capped at 90."""
-    age = parse_age_string(_str(ds, "PatientAge"))
-    if age is None:
-        birth = parse_da(_str(ds, "PatientBirthDate"))
-        on = next((d for k in ("StudyDate", "AcquisitionDate", "ContentDate") if (d := parse_da(_str(ds, k)))), None)
-        if on is None and reference is not None:
-            on = reference.date()
-        if birth is not None and on is not None and birth <= on:
-            age = age_in_years(birth, on)
-    if age is None or age < 0 or age > 150:
+def _study_date(ds: Dataset, reference: datetime | None) -> Any:
+    on = next((d for k in ("StudyDate", "AcquisitionDate", "ContentDate") if (d := parse_da(_str(ds, k)))), None)
+    if on is None and reference is not None:
+        on = reference.date()
+    return on
+
+
+def patient_age(
+    ds: Dataset, reference: datetime | None, *, patient: str | None = None, vocabulary: Vocabulary | None = None
+) -> int | None:
+    """Age = study year − birth year, capped at 90: it changes on 1 January only, so no sequence of events
+    narrows the birth date below the year. The birth year comes from the modality's PatientAge (study year −
+    age), else from the birth date; at the edge the first birth year seen for a patient is kept, so a
+    PatientAge that ticks over on the birthday cannot reveal it either."""
+    on = _study_date(ds, reference)
+    birth = parse_da(_str(ds, "PatientBirthDate"))
+    given = parse_age_string(_str(ds, "PatientAge"))
+    if on is None:
+        return min(given, AGE_CAP) if given is not None and 0 <= given <= 150 else None
+    if given is not None and 0 <= given <= 150:
+        year = on.year - given  # the modality's own statement first, as before; off by at most one year
+    elif birth is not None and birth <= on:
+        year = birth.year
+    else:
+        return None
+    store = vocabulary.store if vocabulary is not None else None
+    if store is not None and patient:
+        year = store.birth_year(patient, year)
+    age = on.year - year
+    if age < 0 or age > 150:
         return None
     return min(age, AGE_CAP)
 
@@ -338,37 +411,99 @@ def exposure_from_header(ds: Dataset, uid_pseudo: Callable[[str], str]) -> Expos
         entrance = e_dgy * 100  # (0040,0302) EntranceDose is in dGy; 0 means "not recorded"
     organ_dgy = _float(ds, "OrganDose")
     event_uid = _str(ds, "IrradiationEventUID")
+    values = (ma, time_ms, mas, phantom, dap_dgy_cm2, entrance, organ_dgy, event_uid)
+    kvp = _enhanced_float(ds, "KVP", "CTXRayDetailsSequence") or _enhanced_float(ds, "KVP", xr_seq)
+    ctdi = _enhanced_float(ds, "CTDIvol", ct_seq) or _max_item_float(ds, "ExposureDoseSequence", "CTDIvol")
+    rest = (_float(ds, "ExposureIndex"), _float(ds, "TargetExposureIndex"), _float(ds, "DeviationIndex"),
+            _str(ds, "OrganExposed"), _float(ds, "TotalTimeOfFluoroscopy"), _float(ds, "WaterEquivalentDiameter"))
+    if kvp is None and ctdi is None and all(v is None for v in values + rest):
+        return None  # cheaper than building an empty Exposure and asking it
     exposure = Exposure(
-        kvp=_enhanced_float(ds, "KVP", "CTXRayDetailsSequence") or _enhanced_float(ds, "KVP", xr_seq),
+        kvp=kvp,
         tube_current_ma=ma,
         exposure_time_ms=time_ms,
         exposure_mas=mas,
-        ctdivol_mgy=_enhanced_float(ds, "CTDIvol", ct_seq) or _max_item_float(ds, "ExposureDoseSequence", "CTDIvol"),
+        ctdivol_mgy=ctdi,
         ctdi_phantom=phantom,
         dap_gy_cm2=dap_dgy_cm2 / 10 if dap_dgy_cm2 is not None else None,
-        exposure_index=_float(ds, "ExposureIndex"),
-        target_exposure_index=_float(ds, "TargetExposureIndex"),
-        deviation_index=_float(ds, "DeviationIndex"),
+        exposure_index=rest[0],
+        target_exposure_index=rest[1],
+        deviation_index=rest[2],
         entrance_dose_mgy=entrance,
         organ_dose_mgy=organ_dgy * 100 if organ_dgy is not None else None,  # OrganDose is in dGy
-        organ_exposed=_str(ds, "OrganExposed"),
-        fluoro_time_s=_float(ds, "TotalTimeOfFluoroscopy"),
-        water_equivalent_diameter_mm=_float(ds, "WaterEquivalentDiameter"),
+        organ_exposed=rest[3],
+        fluoro_time_s=rest[4],
+        water_equivalent_diameter_mm=rest[5],
         irradiation_event_pseudonym=uid_pseudo(event_uid.split("\\")[0]) if event_uid else None,
     )
-    return None if exposure.is_empty() else exposure
+    return exposure
 
 
 # ------------------------------------------------------------------------------------------------------ the event
 
 
-def _requested_procedure_description(ds: Dataset) -> str | None:
-    text = _str(ds, "RequestedProcedureDescription")
+def _requested_procedure_description(ds: Dataset, issue: TextIssue | None = None) -> str | None:
+    text = _str(ds, "RequestedProcedureDescription", issue)
     if text:
         return text
     for item in _seq_items(ds, "RequestAttributesSequence")[:1]:
-        return _str(item, "RequestedProcedureDescription")
+        return _str(item, "RequestedProcedureDescription", issue)
     return None
+
+
+@lru_cache(maxsize=16384)
+def _pseudonym(keys: EdgeKeys, label: str, value: str) -> str:
+    return pseudonym(keys, label, value)
+
+
+@lru_cache(maxsize=16384)
+def _uid_pseudonym(keys: EdgeKeys, value: str) -> str:
+    return uid_pseudonym(keys, value)
+
+
+@lru_cache(maxsize=4096)
+def _accession_token(keys: EdgeKeys, accession: str) -> str:
+    return encrypt_accession(keys, accession)
+
+
+_DEVICE_TEXT = re.compile(r"[A-Za-z0-9_ .+\-:#/]{1,32}")
+
+
+class Describer:
+    """Filters an object's free-text fields through the vocabulary and remembers the unknown words, so the
+    vocabulary's counts are updated once per study and word, not per field or instance."""
+
+    def __init__(self, vocabulary: Vocabulary, identifiers: Identifiers, max_len: int,
+                 on_issue: TextIssue | None) -> None:
+        self.vocabulary = vocabulary
+        self.identifiers = identifiers
+        self.max_len = max_len
+        self.on_issue = on_issue
+        self.unknown: list[str] = []
+
+    def __call__(self, text: str | None) -> str | None:
+        if not text:
+            return None
+        result = self.vocabulary.filter(text, self.identifiers, self.max_len)
+        self.unknown.extend(result.unknown)
+        return result.text
+
+    def device_text(self, text: str | None) -> str | None:
+        """Names the console sets, not the radiographer (coil names like HeadNeck_20): kept as they are when
+        short, Latin and free of this object's identifiers; otherwise filtered like any description."""
+        if text and _DEVICE_TEXT.fullmatch(text):
+            words = {w.casefold() for w in re.findall(r"[A-Za-z]+|\d+", text)}
+            if not words & self.identifiers.latin:
+                return text
+        return self(text)
+
+    def field(self, ds: Dataset, keyword: str) -> str | None:
+        return self(_str(ds, keyword, self.on_issue))
+
+    def learn(self, study: str | None, patient: str | None) -> None:
+        store = self.vocabulary.store
+        if store is not None and self.unknown and study:
+            store.record(study, patient, self.unknown)
 
 
 def build_event(
@@ -383,6 +518,7 @@ def build_event(
     """The allow-list. Raises ``ExtractError`` when the object lacks the UIDs that identify it."""
     ds = header.dataset
     keys = ctx.keys
+    issue = ctx.on_text_issue
     sop_instance = _str(ds, "SOPInstanceUID")
     study_uid = _str(ds, "StudyInstanceUID")
     sop_class = sop_class_uid or _str(ds, "SOPClassUID")
@@ -402,7 +538,7 @@ def build_event(
         if time is None:
             return None
         date = _str(ds, date_kw) or next((d for k in fallback_dates if (d := _str(ds, k))), None)
-        return combine_utc(date, time, offset=offset, site_zone=zone)
+        return _combine_utc(date, time, offset, zone)
 
     acquisition = parse_dt_utc(_str(ds, "AcquisitionDateTime"), offset=offset, site_zone=zone)
     if acquisition is None:
@@ -413,36 +549,37 @@ def build_event(
     study_dt = dt("StudyDate", "StudyTime")
     content_dt = dt("ContentDate", "ContentTime", "AcquisitionDate", "SeriesDate", "StudyDate")
 
-    tokens = identifying_strings(ds)
-    max_len = ctx.description_max_len
-
-    def scrub(text: str | None) -> str | None:
-        return scrub_text(text, tokens, max_len)
+    describe = Describer(ctx.vocabulary, object_identifiers(ds), ctx.description_max_len, issue)
 
     def uid_pseudo(uid: str) -> str:
-        return uid_pseudonym(keys, uid)
+        return _uid_pseudonym(keys, uid)
+
+    def text(keyword: str) -> str | None:
+        return _str(ds, keyword, issue)
 
     instance_pseudo = uid_pseudo(sop_instance)
+    study_pseudo = uid_pseudo(study_uid)
     series_uid = _str(ds, "SeriesInstanceUID")
     patient_id = _str(ds, "PatientID")
+    patient_pseudo = _pseudonym(keys, "patient", patient_id) if patient_id else None
     accession = _str(ds, "AccessionNumber")
-    manufacturer = _str(ds, "Manufacturer")
-    model = _str(ds, "ManufacturerModelName")
-    station = _str(ds, "StationName")
-    serial = _str(ds, "DeviceSerialNumber")
+    manufacturer = text("Manufacturer")
+    model = text("ManufacturerModelName")
+    station = text("StationName")
+    serial = text("DeviceSerialNumber")
     device_key = "|".join(v or "" for v in (manufacturer, model, serial, station))
 
     dose_report = None
-    if dose_extractor is not None and (_str(ds, "Modality") == "SR" or "ContentSequence" in ds):
+    if dose_extractor is not None and (_str(ds, "Modality") == "SR" or _CONTENT_SEQUENCE in elements(ds)):
         dose_report = dose_extractor(
             ds,
             pseudonymize_uid=uid_pseudo,
             to_utc=lambda value: parse_dt_utc(value, offset=offset, site_zone=zone),
-            scrub=lambda text: scrub_text(text, tokens, max_len) or "",
+            scrub=lambda t: describe(t) or "",
         )
 
     patterns = ctx.test_patient_patterns
-    return InstanceEvent(
+    event = InstanceEvent(
         event_id=event_id_for(instance_pseudo),
         site_id=ctx.site_id,
         edge_id=ctx.edge_id,
@@ -451,44 +588,47 @@ def build_event(
         sop_class_uid=sop_class,
         transfer_syntax_uid=header.transfer_syntax_uid,
         instance_pseudonym=instance_pseudo,
-        study_pseudonym=uid_pseudo(study_uid),
+        study_pseudonym=study_pseudo,
         series_pseudonym=uid_pseudo(series_uid) if series_uid else None,
-        patient_pseudonym=pseudonym(keys, "patient", patient_id) if patient_id else None,
-        accession_pseudonym=pseudonym(keys, "accession", accession) if accession else None,
-        accession_token=encrypt_accession(keys, accession) if accession else None,
-        device_id=pseudonym(keys, "device", device_key) if device_key.strip("|") else None,
-        modality=_str(ds, "Modality"),
+        patient_pseudonym=patient_pseudo,
+        accession_pseudonym=_pseudonym(keys, "accession", accession) if accession else None,
+        accession_token=_accession_token(keys, accession) if accession else None,
+        device_id=_pseudonym(keys, "device", device_key) if device_key.strip("|") else None,
+        modality=text("Modality"),
         manufacturer=manufacturer,
         model=model,
         station_name=station,
         device_serial=serial,
-        software_versions=_str(ds, "SoftwareVersions"),
-        image_type=tuple(p.strip() for p in (_str(ds, "ImageType") or "").split("\\") if p.strip()),
+        software_versions=text("SoftwareVersions"),
+        image_type=tuple(p.strip() for p in (text("ImageType") or "").split("\\") if p.strip()),
         series_number=_int(ds, "SeriesNumber"),
         instance_number=_int(ds, "InstanceNumber"),
-        patient_age_years=patient_age(ds, study_dt or acquisition),
+        patient_age_years=patient_age(ds, study_dt or acquisition, patient=patient_pseudo,
+                                      vocabulary=ctx.vocabulary),
         patient_sex=patient_sex(ds),
         patient_weight_kg=patient_weight_kg(ds),
         patient_height_m=patient_height_m(ds),
         not_patient=is_test_patient(ds, patterns),
-        study_description=scrub(_str(ds, "StudyDescription")),
-        series_description=scrub(_str(ds, "SeriesDescription")),
-        protocol_name=scrub(_str(ds, "ProtocolName")),
-        requested_procedure_description=scrub(_requested_procedure_description(ds)),
-        performed_procedure_step_description=scrub(_str(ds, "PerformedProcedureStepDescription")),
-        body_part=scrub(_str(ds, "BodyPartExamined")),
-        view_position=_str(ds, "ViewPosition"),
-        laterality=_str(ds, "ImageLaterality") or _str(ds, "Laterality"),
+        study_description=describe.field(ds, "StudyDescription"),
+        series_description=describe.field(ds, "SeriesDescription"),
+        protocol_name=describe.field(ds, "ProtocolName"),
+        requested_procedure_description=describe(_requested_procedure_description(ds, issue)),
+        performed_procedure_step_description=describe.field(ds, "PerformedProcedureStepDescription"),
+        body_part=describe.field(ds, "BodyPartExamined"),
+        view_position=text("ViewPosition"),
+        laterality=text("ImageLaterality") or text("Laterality"),
         study_datetime_utc=study_dt,
         series_datetime_utc=dt("SeriesDate", "SeriesTime", "StudyDate"),
         acquisition_datetime_utc=acquisition,
         content_datetime_utc=content_dt,
         pps_start_utc=dt("PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime"),
         pps_end_utc=dt("PerformedProcedureStepEndDate", "PerformedProcedureStepEndTime"),
-        mr_receive_coil=scrub(_enhanced_str(ds, "ReceiveCoilName", "MRReceiveCoilSequence")),
-        mr_transmit_coil=scrub(_enhanced_str(ds, "TransmitCoilName", "MRTransmitCoilSequence")),
+        mr_receive_coil=describe.device_text(_enhanced_str(ds, "ReceiveCoilName", "MRReceiveCoilSequence")),
+        mr_transmit_coil=describe.device_text(_enhanced_str(ds, "TransmitCoilName", "MRTransmitCoilSequence")),
         mr_field_strength_t=_float(ds, "MagneticFieldStrength"),
         number_of_frames=_int(ds, "NumberOfFrames"),
         exposure=exposure_from_header(ds, uid_pseudo),
         dose_report=dose_report,
     )
+    describe.learn(study_pseudo, patient_pseudo)
+    return event

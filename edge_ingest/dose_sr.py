@@ -499,3 +499,23 @@ def extract_dose_report(
         events=tuple(walker.events),
         acquisition_device_type=walker.root.get("device_type"),
     )
+
+
+def person_names(ds: Dataset, max_items: int = 5000) -> list[str]:
+    """Every person name (PNAME items: observers, operators, physicians) anywhere in the SR content tree.
+
+    De-identification removes them from free text (the Acquisition Protocol) wherever they occur in the tree;
+    they are collected before the tree is read, since a name may follow the text it appears in."""
+    names: list[str] = []
+    stack: list[Any] = list(ds.get("ContentSequence") or ())
+    seen = 0
+    while stack and seen < max_items:
+        item = stack.pop()
+        seen += 1
+        try:
+            if item.get("ValueType") == "PNAME" and item.get("PersonName"):
+                names.append(str(item.get("PersonName")))
+            stack.extend(item.get("ContentSequence") or ())
+        except _READ_ERRORS:
+            continue
+    return names

@@ -31,6 +31,7 @@ from typing import Any, Literal
 from edge_ingest.deid import DeidContext, _worth_scrubbing, scrub_text
 from edge_ingest.dicomtime import parse_dt_utc
 from edge_ingest.pseudonyms import encrypt_accession, pseudonym, uid_pseudonym
+from edge_ingest.text import clean_text
 from schemas.events import WorkflowEvent
 
 AckCode = Literal["AA", "AE", "AR"]  # original mode: accept, error (content), reject (retry later)
@@ -434,7 +435,8 @@ _IDENTIFYING: tuple[tuple[str, int, str], ...] = (
 )
 # components holding identifying text, per kind (names: family, given, middle; providers: id, family, given, middle)
 _KIND_COMPONENTS = {
-    "id": (1,), "name": (1, 2, 3), "provider": (1, 2, 3, 4), "staff": (1,), "address": (1, 2, 3),
+    # addresses: street, other, city, state, postal code, other designation, county
+    "id": (1,), "name": (1, 2, 3), "provider": (1, 2, 3, 4), "staff": (1,), "address": (1, 2, 3, 4, 5, 8, 9),
     "phone": (1, 4, 6, 7), "date": (1,),
 }
 
@@ -619,8 +621,9 @@ def to_workflow_events(msg: Hl7Message, ctx: DeidContext, *, received_at: dateti
             patient_pseudonym=patient,
             message_type=msg.type_code,
             modality=order.modality,
-            station_ae=order.station_ae,
-            procedure_description=scrub_text(order.description, tokens, ctx.description_max_len),
+            station_ae=clean_text(order.station_ae, ctx.on_text_issue),
+            procedure_description=scrub_text(clean_text(order.description, ctx.on_text_issue), tokens,
+                                             ctx.description_max_len, ctx.vocabulary),
             **extra,
         ))
     return events

@@ -117,10 +117,12 @@ def mpps_event(
         pps_start_utc=start,
         pps_end_utc=end,
         modality=_str(ds, "Modality"),
-        station_name=_str(ds, "PerformedStationName"),
-        station_ae=_str(ds, "PerformedStationAETitle"),
+        station_name=_str(ds, "PerformedStationName", ctx.on_text_issue),
+        station_ae=_str(ds, "PerformedStationAETitle", ctx.on_text_issue),
         calling_ae=calling_ae,
+        # N-CREATE and N-SET alike: known words only, minus the step's own identifiers (its scheduled step's too)
         procedure_description=scrub_text(
-            _str(ds, "PerformedProcedureStepDescription"), tokens, ctx.description_max_len
+            _str(ds, "PerformedProcedureStepDescription", ctx.on_text_issue), tokens, ctx.description_max_len,
+            ctx.vocabulary,
         ),
     )

@@ -494,7 +494,7 @@ def test_canaries_in_pid_pv1_nk1_orc_never_leave() -> None:
     }
     assert all(e.order_status is None for e in ordered)  # a canary is no table 0038 code
     described = [e.procedure_description for e in produced if e.message_type not in ("ADT^A10", "ADT^A04")]
-    assert set(described) == {"CT chest * MRN * NOK * Dr *"}, described  # "family given" is one name: one mark
+    assert set(described) == {"CT chest * Dr *"}, described  # names, MRN, NOK: unknown words, one mark
 
 
 def test_canaries_never_reach_acks_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
