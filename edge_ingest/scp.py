@@ -10,7 +10,9 @@ the connection's own thread. Each connection counts against ``max_connections`` 
 until its association thread ends; accepted sockets carry ``network_timeout_s`` and each PDU must arrive whole
 within a deadline and under a size cap, so silent, half-open, slow and garbage connections end in bounded time.
 The called AE title, the calling AE allow-list and ``max_associations`` (counting established associations only,
-so connections still negotiating cannot starve real ones) are decided on A-ASSOCIATE-RQ.
+so connections still negotiating cannot starve real ones) are decided on A-ASSOCIATE-RQ. An address that once
+passed those checks may exceed ``max_connections`` (by ``max_associations``), so strangers spread over many
+addresses cannot lock out the modalities that have sent before.
 
 Large objects: C-STORE data above ``spill_mb`` is written to an unnamed temporary file in ``data_dir/incoming``
 as it arrives (``SpillBuffer``), so memory per association stays near one PDU plus ``spill_mb``; above
@@ -291,6 +293,8 @@ def _on_requested(event: Any, limits: Limits) -> None:
             log.warning("association from %s (calling AE %s) rejected: %d associations open, [edge] "
                         "max_associations=%d", peer, calling, established, limits.max_associations)
     if not why:
+        if isinstance(assoc._server, EdgeAssociationServer):
+            assoc._server.trust(peer)
         return
     assoc.acse.send_reject(*rsd)
     assoc.kill()
@@ -410,6 +414,8 @@ class EdgeAssociationServer(ThreadedAssociationServer):
         self.warn = _RateLimitedWarning()
         self._peers: Counter[str] = Counter()
         self._peers_lock = threading.Lock()
+        # addresses that have passed the AE checks: when strangers fill max_connections, these still get in
+        self._trusted: dict[str, None] = {}
         self._backoff_s = 0.0
         super().__init__(*args, request_handler=_Handler, **kwargs)
 
@@ -442,7 +448,7 @@ class EdgeAssociationServer(ThreadedAssociationServer):
             total = sum(self._peers.values())
             if self._peers[ip] >= self.limits.max_connections_per_peer:
                 held, setting = self._peers[ip], "max_connections_per_peer"
-            elif total >= self.limits.max_connections:
+            elif total >= self.limits.max_connections + (self.limits.max_associations if ip in self._trusted else 0):
                 held, setting = total, "max_connections"
             else:
                 self._peers[ip] += 1
@@ -457,6 +463,13 @@ class EdgeAssociationServer(ThreadedAssociationServer):
         except Exception:
             self.release(client_address[0])  # no thread could start: give the slot back
             raise
+
+    def trust(self, ip: str) -> None:
+        with self._peers_lock:
+            self._trusted.pop(ip, None)
+            self._trusted[ip] = None
+            if len(self._trusted) > 4096:  # bounded: forget the least recently seen address
+                del self._trusted[next(iter(self._trusted))]
 
     def release(self, ip: str) -> None:
         with self._peers_lock:

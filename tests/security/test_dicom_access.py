@@ -276,6 +276,34 @@ def test_one_address_cannot_take_every_slot(start_edge) -> None:
         sock.close()
 
 
+def test_max_associations_counts_established_associations(start_edge) -> None:
+    node = start_edge(edge={"max_associations": 1})
+    half_open = [connect(node.port, "127.0.0.2") for _ in range(3)]  # not associated: they do not count
+    ae = AE(ae_title=SENDER)
+    ae.add_requested_context(Verification)
+    first = ae.associate("127.0.0.1", node.port, ae_title="RADPULSE")
+    assert first.is_established
+    second = ae.associate("127.0.0.1", node.port, ae_title="RADPULSE")
+    assert second.is_rejected
+    # transient, presentation related, local limit exceeded: the sender may retry later
+    assert (second.acceptor.primitive.result, second.acceptor.primitive.result_source,
+            second.acceptor.primitive.diagnostic) == (0x02, 0x03, 0x02)
+    first.release()
+    for sock in half_open:
+        sock.close()
+
+
+def test_known_sender_gets_in_when_strangers_fill_every_connection_slot(start_edge) -> None:
+    node = start_edge(edge={"allowed_calling_aes": [SENDER], "max_connections": 12, "max_connections_per_peer": 4})
+    assert send_echo_and_store("127.0.0.1", node.port)  # the modality has associated before
+    strangers = [connect(node.port, f"127.0.0.{n}") for n in range(2, 7) for _ in range(4)]  # 20 > 12 slots
+    time.sleep(0.5)
+    assert node._server.connections == 12
+    assert send_echo_and_store("127.0.0.1", node.port)
+    for sock in strangers:
+        sock.close()
+
+
 def test_listed_sender_served_while_others_hold_useless_connections(start_edge) -> None:
     node = start_edge(edge={"allowed_calling_aes": [SENDER]})
     attackers = attack("127.0.0.1", node.port)

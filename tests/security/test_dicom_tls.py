@@ -69,3 +69,17 @@ def test_tls_settings_errors_name_the_setting(tmp_path: Path, pki: Pki) -> None:
         server_context("edge", str(pki.server_cert), str(tmp_path / "missing.key"), "", False)
     with pytest.raises(TlsConfigError, match="belong together"):
         server_context("edge", str(pki.server_cert), str(pki.client_key), "", False)
+
+
+def test_silent_client_cannot_stall_the_tls_listener(start_edge, pki: Pki) -> None:
+    """A client that never sends its ClientHello holds only its own connection, and only for acse_timeout_s."""
+    from tests.security.test_dicom_access import connect, seconds_until_closed
+
+    node = start_edge(edge={"tls_cert": pki.server_cert, "tls_key": pki.server_key, "acse_timeout_s": 1})
+    silent = [connect(node.port, "127.0.0.2") for _ in range(5)]
+    assoc = associate(node.port, client_context(pki))  # served while the silent ones wait for their handshakes
+    assert assoc.is_established
+    assoc.release()
+    assert all(seconds_until_closed(sock, within_s=10) < 10 for sock in silent)
+    for sock in silent:
+        sock.close()
