@@ -86,7 +86,7 @@ def _rss_kb(pid: int) -> dict[str, int]:
 
 @pytest.fixture
 def edge_process(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Iterator[tuple[subprocess.Popen, int]]:
-    from infra.broker import free_port
+    from cli.broker import free_port
 
     port = free_port()
     env = {**os.environ, "RADPULSE_EDGE__PORT": str(port), "RADPULSE_EDGE__HOST": "127.0.0.1",
@@ -95,7 +95,7 @@ def edge_process(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str) -> Ite
            "RADPULSE_CONFIG": str(tmp_path / "none.toml")}
     (tmp_path / "none.toml").write_text("")
     with open(tmp_path / "edge.log", "wb") as log:
-        code = "import sys; from infra.cli import main; sys.exit(main(['edge']))"
+        code = "import sys; from cli.main import main; sys.exit(main(['edge']))"
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
