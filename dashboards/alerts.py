@@ -1,5 +1,12 @@
 """Grafana alert rules, contact points, notification policies and mute timings, as file-provisioning documents.
 
+Rules, their queries and threshold expressions, contact points and policies are built with the SDK's alerting
+builders (``grafana-foundation-sdk``), which produce Grafana's alerting API objects; the provisioning files nest
+the same objects (rules inside groups, receivers inside contact points), so ``rules_document`` and
+``notifications_document`` only regroup them. Mute timings stay plain: the SDK encodes a weekday range as
+``{"begin": 1, "end": 5}`` and a time range as ``{"from", "to"}``, where Grafana reads ``"monday:friday"`` and
+``start_time``/``end_time``.
+
 ``radpulse dashboards build`` writes them to ``infra/grafana/provisioning/alerting/`` (``rules.yaml``,
 ``notifications.yaml``). Each rule's query (``panels.ALERTS``) returns one row per site × device with string
 columns ``site``, ``device``, ``department``, which Grafana turns into the alert's labels, and a number that a
@@ -14,6 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from grafana_foundation_sdk.builders import alerting, expr
+from grafana_foundation_sdk.models.alerting import RelativeTimeRange
+from grafana_foundation_sdk.models.dashboard import DataSourceRef
+
 from dashboards.panels import (
     DEFAULT_DEPARTMENT,
     DEPARTMENT_BY_DEVICE,
@@ -21,7 +32,7 @@ from dashboards.panels import (
     INFRA_DEPARTMENT,
     QUERIES,
 )
-from dashboards.spec import DATASOURCE_UID, FOLDER_TITLE, target
+from dashboards.spec import DATASOURCE_UID, FOLDER_TITLE, FOLDER_UID, target, to_json
 
 Json = dict[str, Any]
 OPENING_HOURS_LABEL = ("schedule", "opening-hours")  # rules with it are muted outside opening hours
@@ -74,48 +85,47 @@ RULES: list[Rule] = [
          "streams are behind or stopped."),
 ]  # fmt: skip
 RULES_BY_QUERY: dict[str, Rule] = {r.query: r for r in RULES}
-GROUP_INTERVAL = "1m"
+GROUP_INTERVAL_S = 60
+EXPR = "__expr__"  # Grafana's server-side expressions
+# the keys of a rule in a provisioning file (the API object also carries folderUID, ruleGroup, orgID)
+PROVISIONED_RULE_KEYS = ("uid", "title", "condition", "data", "noDataState", "execErrState", "for", "annotations",
+                         "labels", "isPaused")
+
+
+def rule_builder(rule: Rule) -> alerting.Rule:
+    """The rule as Grafana's alerting API object: query A (ClickHouse), threshold B on A, condition B."""
+    query = (alerting.Query("A").datasource_uid(DATASOURCE_UID)
+             .relative_time_range(RelativeTimeRange(from_val=rule.window_s, to=0))
+             .model(target(QUERIES[rule.query], "A").interval_ms(1000).max_data_points(43200)))
+    evaluator = expr.ExprTypeThresholdConditionsEvaluator().type(rule.op).params([rule.threshold])
+    threshold = (expr.TypeThreshold().ref_id("B").expression("A").datasource(DataSourceRef(type_val=EXPR, uid=EXPR))
+                 .conditions([expr.ExprTypeThresholdConditions().evaluator(evaluator)]))
+    condition = (alerting.Query("B").datasource_uid(EXPR).relative_time_range(RelativeTimeRange(from_val=0, to=0))
+                 .model(threshold))
+    return (alerting.Rule(rule.title).uid(rule.uid).condition("B").queries([query, condition])
+            .no_data_state("OK").exec_err_state("Error").for_val(rule.pending)
+            .annotations({"summary": rule.summary, "description": rule.description})
+            .labels({"severity": rule.severity, "source": "radpulse", **dict(rule.labels)}).is_paused(False)
+            .rule_group(rule.group).folder_uid(FOLDER_UID).org_id(1))
 
 
 def rule_json(rule: Rule) -> Json:
-    query = QUERIES[rule.query]
-    model = {**target(query, "A"), "intervalMs": 1000, "maxDataPoints": 43200}
-    threshold = {
-        "refId": "B",
-        "type": "threshold",
-        "expression": "A",
-        "datasource": {"type": "__expr__", "uid": "__expr__"},
-        "conditions": [{"evaluator": {"type": rule.op, "params": [rule.threshold]}}],
-    }
-    return {
-        "uid": rule.uid,
-        "title": rule.title,
-        "condition": "B",
-        "data": [
-            {"refId": "A", "relativeTimeRange": {"from": rule.window_s, "to": 0}, "datasourceUid": DATASOURCE_UID,
-             "model": model},
-            {"refId": "B", "relativeTimeRange": {"from": 0, "to": 0}, "datasourceUid": "__expr__", "model": threshold},
-        ],
-        "noDataState": "OK",
-        "execErrState": "Error",
-        "for": rule.pending,
-        "annotations": {"summary": rule.summary, "description": rule.description},
-        "labels": {"severity": rule.severity, "source": "radpulse", **dict(rule.labels)},
-        "isPaused": False,
-    }
+    """The rule as a provisioning file holds it."""
+    api = to_json(rule_builder(rule))
+    return {k: api[k] for k in PROVISIONED_RULE_KEYS if k in api}
 
 
 def rules_document() -> Json:
-    groups: dict[str, list[Json]] = {}
+    groups: dict[str, list[Rule]] = {}
     for rule in RULES:
-        groups.setdefault(rule.group, []).append(rule_json(rule))
-    return {
-        "apiVersion": 1,
-        "groups": [
-            {"orgId": 1, "name": name, "folder": FOLDER_TITLE, "interval": GROUP_INTERVAL, "rules": rules}
-            for name, rules in groups.items()
-        ],
-    }
+        groups.setdefault(rule.group, []).append(rule)
+    out = []
+    for name, rules in groups.items():
+        group = to_json(alerting.RuleGroup(name).folder_uid(FOLDER_UID).interval(GROUP_INTERVAL_S)
+                        .rules([rule_builder(r) for r in rules]))
+        out.append({"orgId": 1, "name": group["title"], "folder": FOLDER_TITLE, "interval": f"{group['interval']}s",
+                    "rules": [rule_json(r) for r in rules]})
+    return {"apiVersion": 1, "groups": out}
 
 
 def departments() -> list[str]:
@@ -141,34 +151,28 @@ def contact_env_vars() -> list[str]:
     return [WEBHOOK_ENV, *(_env(d) for d in departments())]
 
 
+def _contact_point(uid: str, kind: Literal["email", "webhook"], settings: Json) -> Json:
+    """A one-receiver contact point: the SDK's API object, nested as a provisioning file holds it."""
+    api = to_json(alerting.ContactPoint().uid(uid).name(uid).type(kind).settings(settings))
+    return {"orgId": 1, "name": api["name"],
+            "receivers": [{"uid": api["uid"], "type": api["type"], "settings": api["settings"]}]}
+
+
 def notifications_document() -> Json:
-    contact_points = [{
-        "orgId": 1, "name": WEBHOOK,
-        "receivers": [{"uid": WEBHOOK, "type": "webhook",
-                       "settings": {"url": f"${WEBHOOK_ENV}", "httpMethod": "POST"}}],
-    }]  # fmt: skip
-    routes: list[Json] = [{"receiver": WEBHOOK, "continue": True}]  # no matcher: every alert, then on
+    contact_points = [_contact_point(WEBHOOK, "webhook", {"url": f"${WEBHOOK_ENV}", "httpMethod": "POST"})]
+    routes = [alerting.NotificationPolicy().receiver(WEBHOOK).continue_val(True)]  # no matcher: every alert, then on
     for dep in departments():
-        contact_points.append({
-            "orgId": 1, "name": email_receiver(dep),
-            "receivers": [{"uid": email_receiver(dep), "type": "email",
-                           "settings": {"addresses": f"${_env(dep)}", "singleEmail": True}}],
-        })  # fmt: skip
-        route: Json = {"receiver": email_receiver(dep), "object_matchers": [["department", "=", dep]]}
+        contact_points.append(_contact_point(email_receiver(dep), "email",
+                                             {"addresses": f"${_env(dep)}", "singleEmail": True}))
+        route = alerting.NotificationPolicy().receiver(email_receiver(dep)).object_matchers([["department", "=", dep]])
         if dep == INFRA_DEPARTMENT:
             key, value = OPENING_HOURS_LABEL
-            route["routes"] = [{"receiver": email_receiver(dep), "object_matchers": [[key, "=", value]],
-                                "mute_time_intervals": [MUTE_OUTSIDE_HOURS]}]  # fmt: skip
+            route.routes([alerting.NotificationPolicy().receiver(email_receiver(dep))
+                          .object_matchers([[key, "=", value]]).mute_time_intervals([MUTE_OUTSIDE_HOURS])])
         routes.append(route)
-    policy = {
-        "orgId": 1,
-        "receiver": WEBHOOK,
-        "group_by": ["grafana_folder", "alertname", "site", "department"],
-        "group_wait": "30s",
-        "group_interval": "5m",
-        "repeat_interval": "4h",
-        "routes": routes,
-    }
+    policy = (alerting.NotificationPolicy().receiver(WEBHOOK)
+              .group_by(["grafana_folder", "alertname", "site", "department"])
+              .group_wait("30s").group_interval("5m").repeat_interval("4h").routes(routes))
     mute = {
         "orgId": 1,
         "name": MUTE_OUTSIDE_HOURS,
@@ -178,5 +182,6 @@ def notifications_document() -> Json:
             {"weekdays": ["saturday", "sunday"], "location": SITE_TIMEZONE},
         ],
     }
-    return {"apiVersion": 1, "contactPoints": contact_points, "policies": [policy], "muteTimes": [mute]}
+    return {"apiVersion": 1, "contactPoints": contact_points, "policies": [{"orgId": 1, **to_json(policy)}],
+            "muteTimes": [mute]}
 

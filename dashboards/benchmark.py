@@ -13,7 +13,7 @@ from dashboards.spec import grid
 UID = "radpulse-benchmark"
 
 
-def dashboard() -> spec.Json:
+def dashboard() -> spec.Dashboard:
     q = QUERIES
     role_colors = {"type": "value", "options": {"this site": {"color": "blue", "index": 0},
                                                 "peer": {"color": "text", "index": 1}}}  # fmt: skip

@@ -11,7 +11,7 @@ UID = "radpulse-dose"
 UNITS = {"CTDIVOL": ("CTDIvol", "mGy"), "DLP": ("DLP", "mGy·cm"), "DAP": ("DAP", "Gy·cm²")}
 
 
-def dashboard() -> spec.Json:
+def dashboard() -> spec.Dashboard:
     q = QUERIES
     panels = []
     width = 24 // len(DOSE_QUANTITIES)

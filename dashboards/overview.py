@@ -1,6 +1,6 @@
 """Overview: the wall display (1080p, kiosk mode, refresh 10 s): today's exams, waits, dose and ingest at a glance.
 
-Open it as ``/d/radpulse-overview?kiosk`` on the display. Its range is today so far (``now/d`` → ``now``), so
+Open it as ``/d/radpulse-overview?kiosk&theme=dark`` on the display. Its range is today so far (``now/d`` → ``now``), so
 "today" follows the browser's (the hospital's) clock.
 """
 
@@ -13,7 +13,7 @@ from dashboards.spec import BLUE, GREEN, ORANGE, RED, grid, thresholds
 UID = "radpulse-overview"
 
 
-def dashboard() -> spec.Json:
+def dashboard() -> spec.Dashboard:
     q = QUERIES
     panels = [
         spec.stat("Patient wait now (min)", q["overview.mean_wait_now"], grid(0, 0, 5, 9), unit="m", decimals=0,

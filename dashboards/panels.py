@@ -113,7 +113,9 @@ WHERE received_at > $__toTime - INTERVAL 5 MINUTE AND received_at <= $__toTime
 ]
 
 # ------------------------------------------------------------------------------------------------- utilization
-_HOURS = ",\n  ".join(f"round(avgIfOrNull(utilization_pct, hour_local = {h}), 0) AS h{h:02d}" for h in range(24))
+WEEKDAY_COLUMNS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ClickHouse toDayOfWeek 1..7
+_WEEKDAYS = ",\n  ".join(f"round(avgIfOrNull(utilization_pct, toDayOfWeek(local_date) = {d}), 0) AS {name}"
+                         for d, name in enumerate(WEEKDAY_COLUMNS, start=1))
 UTILIZATION = [
     _q("utilization.utilization_over_time", f"""
 SELECT toDateTime(local_date) AS time, device, utilization_pct
@@ -143,15 +145,16 @@ WHERE $__timeFilter(start_utc) AND duration_s IS NOT NULL AND NOT not_patient AN
 GROUP BY type
 ORDER BY type
 """, ("type", "exams", "p50_min", "p90_min")),
+    # one row per local hour (the heatmap's x), one column per weekday (its rows, named by the column)
     _q("utilization.hour_weekday", f"""
-SELECT ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'][toDayOfWeek(local_date)] AS weekday,
-  {_HOURS}
+SELECT hour_local AS hour,
+  {_WEEKDAYS}
 FROM device_kpis FINAL
 WHERE grain = 'hour' AND $__dateFilter(local_date)
   AND {KPI_FILTERS}
-GROUP BY weekday
-ORDER BY min(toDayOfWeek(local_date))
-""", ("weekday", *(f"h{h:02d}" for h in range(24))), exam_type=NO_EXAM_TYPE_KPI),
+GROUP BY hour
+ORDER BY hour
+""", ("hour", *WEEKDAY_COLUMNS), exam_type=NO_EXAM_TYPE_KPI),
     _q("utilization.mr_changeover", f"""
 SELECT device,
   countIf(changed) AS coil_changes,

@@ -11,7 +11,7 @@ from dashboards.spec import GREEN, ORANGE, RED, grid, thresholds
 UID = "radpulse-pipeline"
 
 
-def dashboard() -> spec.Json:
+def dashboard() -> spec.Dashboard:
     q = QUERIES
     panels = [
         spec.timeseries("Edge events per interval", [q["pipeline.edge_events"]], grid(0, 0, 16, 9), unit="none",

@@ -11,7 +11,7 @@ from dashboards.spec import GREEN, ORANGE, RED, color_override, grid, thresholds
 UID = "radpulse-utilization"
 
 
-def dashboard() -> spec.Json:
+def dashboard() -> spec.Dashboard:
     q = QUERIES
     util_steps = thresholds((None, RED), (40, ORANGE), (60, GREEN), (90, ORANGE))
     panels = [
@@ -26,12 +26,10 @@ def dashboard() -> spec.Json:
         spec.barchart("Exam duration by type (P50 / P90)", q["utilization.durations_by_type"], grid(0, 9, 12, 10),
                       x="type", unit="m", overrides=[spec.unit_override("exams", "none")],
                       description="Patient exams, not discontinued; minutes from start to end."),
-        spec.table("Utilization by hour × weekday (%)", q["utilization.hour_weekday"], grid(12, 9, 12, 10),
-                   unit="percent", cell="color-background", steps=util_steps,
-                   overrides=[{"matcher": {"id": "byName", "options": "weekday"},
-                               "properties": [{"id": "custom.cellOptions", "value": {"type": "auto"}},
-                                              {"id": "unit", "value": "none"}]}],
-                   description="Mean hourly utilization per local weekday and hour (device_kpis, hour grain)."),
+        spec.heatmap("Utilization by hour × weekday (%)", q["utilization.hour_weekday"], grid(12, 9, 12, 10),
+                     unit="percent", value="Utilization", low=0, high=100,
+                     description="Mean hourly utilization per local hour (x) and weekday (rows), from device_kpis "
+                                 "at hour grain; closed hours stay blank."),
         spec.table("MR changeover: coil change vs same coil", q["utilization.mr_changeover"], grid(0, 19, 14, 8),
                    unit="m", overrides=[spec.unit_override("coil_changes", "none")],
                    description="Changeover (end of one exam → start of the next patient's), split by whether the "

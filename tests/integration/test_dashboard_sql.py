@@ -172,10 +172,10 @@ def _kpis(dev: Device) -> list[DeviceKpi]:
         changeover_p50_s=480.0, changeover_p90_s=900.0, coil_changes=4 if mr else 0,
         coil_batching_minutes_saved=18.5 if mr else None, **common,
     )]  # fmt: skip
-    for hour in range(24):  # every hour, so the hour × weekday table has no empty column
-        open_ = 7 <= hour < 17
+    for day, hour in ((DAY - timedelta(days=k), h) for k in range(7) for h in range(24)):
+        open_ = 7 <= hour < 17  # a week of every hour, so the hour × weekday heatmap has no empty row or column
         out.append(DeviceKpi(
-            grain="hour", local_date=DAY, hour_local=hour, exams=2 if open_ else 0,
+            grain="hour", local_date=day, hour_local=hour, exams=2 if open_ else 0,
             busy_minutes=30.0 if open_ else 0.0, operating_minutes=60.0 if open_ else 0.0,
             idle_minutes=22.0 if open_ else 0.0, changeover_minutes=8.0 if open_ else 0.0,
             utilization_pct=50.0 + hour if open_ else 0.0, **common,
@@ -247,8 +247,12 @@ def filled(chdb_root: Path) -> Iterator[Database]:
     db.close()
 
 
+WEEK_QUERIES = {"utilization.hour_weekday"}  # a column per weekday: they run over the week up to NOW
+
+
 def run(db: Database, query: panels.Query, variables: dict[str, Selection], interval_s: float = 300.0):
-    sql = expand(query.sql, QueryContext(RANGE[0], RANGE[1], interval_s, variables))
+    start = RANGE[0] - timedelta(days=6) if query.name in WEEK_QUERIES else RANGE[0]
+    sql = expand(query.sql, QueryContext(start, RANGE[1], interval_s, variables))
     try:
         return db.query(sql, readonly=True)
     except Exception as exc:  # show the SQL ClickHouse got, not just the engine's message
@@ -333,6 +337,14 @@ def test_overview_numbers(filled: Database, all_selected: dict[str, Selection]) 
     assert value("overview.ingest_rate") == 2.0  # 10 instances in the last 5 minutes
     assert 0 < value("overview.ct_within_drl_today") < 100
     assert 10 <= value("overview.mean_wait_now") <= 14
+
+
+def test_hour_by_weekday_rows_are_hours_and_columns_weekdays(filled: Database,
+                                                             all_selected: dict[str, Selection]) -> None:
+    result = run(filled, panels.QUERIES["utilization.hour_weekday"], all_selected)
+    rows = {r[0]: r[1:] for r in result.rows}
+    assert sorted(rows) == list(range(24))
+    assert rows[10] == (60.0,) * 7 and rows[3] == (0.0,) * 7  # every device: 50 + hour when open, 0 when closed
 
 
 def test_exceedance_table_shows_review_status(filled: Database, all_selected: dict[str, Selection]) -> None:

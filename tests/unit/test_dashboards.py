@@ -205,12 +205,40 @@ def test_every_catalogue_query_is_on_a_dashboard() -> None:
 
 def test_overview_is_a_wall_display() -> None:
     ov = next(d for d in DASHBOARDS if d["uid"] == "radpulse-overview")
-    assert ov["refresh"] == "10s" and ov["style"] == "dark" and ov["time"]["from"] == "now/d"
+    assert ov["refresh"] == "10s" and ov["time"]["from"] == "now/d"
     assert {p["type"] for p in ov["panels"]} == {"stat"}
     assert max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in ov["panels"]) <= 28  # ≈ 1080 px in kiosk mode
     for p in ov["panels"]:
         steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
         assert steps[0]["value"] is None
+
+
+@pytest.mark.parametrize("path", sorted((build.ROOT / build.DASHBOARD_DIR).glob("*.json")), ids=lambda p: p.stem)
+def test_checked_in_dashboards_load_through_the_sdk_models(path: Any) -> None:
+    """Every dashboard file decodes into grafana-foundation-sdk's typed models (panel options by panel type,
+    targets as ClickHouse queries) and encodes back to the same JSON: nothing in it is unknown to the SDK."""
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
+
+    register_default_plugins()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = Dashboard.from_json(data)
+    assert spec.to_json(model) == data
+    assert model.panels and model.templating and model.templating.list_val
+    for panel in model.panels:
+        assert isinstance(panel, Panel) and panel.targets
+        assert not isinstance(panel.options, dict), f"{panel.title}: {panel.type_val} options not typed by the SDK"
+        for target in panel.targets:
+            assert isinstance(target, spec.ClickHouseQuery), panel.title
+            assert target.raw_sql in SQL_TO_QUERY
+
+
+def test_hour_by_weekday_is_a_heatmap_of_the_weekday_columns() -> None:
+    util = next(d for d in DASHBOARDS if d["uid"] == "radpulse-utilization")
+    query = panels.QUERIES["utilization.hour_weekday"]
+    panel = next(p for p in util["panels"] if p["targets"][0]["rawSql"] == query.sql)
+    assert panel["type"] == "heatmap" and panel["options"]["calculate"] is False  # the SQL already buckets
+    assert query.columns == ("hour", *panels.WEEKDAY_COLUMNS)
 
 
 def test_uids_are_unique_and_stable() -> None:
