@@ -47,6 +47,11 @@ class Busy(Exception):
     """Every query slot is taken."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # a burst of clients waits in the backlog instead of retrying SYNs for seconds
+
+
 class QueryServer:
     """``ThreadingHTTPServer`` in a daemon thread, with a pool of ``concurrency`` clients: ``db`` and
     ``db.reopen()`` copies (calls on one chDB client are serialised, so one slow query would hold up the rest).
@@ -65,8 +70,7 @@ class QueryServer:
         for client in (db, *self._extra):
             self._pool.put(client)
         self._admitted = threading.BoundedSemaphore(concurrency * WAITING_PER_SLOT)
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, name="sql-endpoint", daemon=True)
 
     @property
