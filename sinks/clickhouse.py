@@ -127,8 +127,10 @@ class Database:
             raise ClickHouseError(f"{_first_line(sql)}: {_engine_message(exc)}") from exc
 
     def _settings(self, readonly: bool, settings: dict[str, Any] | None) -> dict[str, Any] | None:
+        if readonly and self._profile_readonly():
+            return None  # a read-only server profile holds the limits and refuses setting changes (infra/clickhouse)
         all_settings = dict(settings or {})
-        if readonly and not self._profile_readonly():
+        if readonly:
             # chDB applies readonly=1 as a SETTINGS clause; over HTTP the driver sends its own settings with each
             # request, which readonly=1 would reject, so use 2 (settings may change; writes and DDL still refused)
             all_settings["readonly"] = 1 if self.is_chdb else 2
