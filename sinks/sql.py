@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -155,12 +155,17 @@ class Answer:
 
 @dataclass
 class Rows:
-    """A query's result while it streams: columns and types now, rows as they come (JSON-ready lists)."""
+    """A query's result while it streams: columns and types now, rows as they come, in blocks of JSON-ready lists."""
 
     columns: list[str]
     types: list[str]
-    rows: Iterator[list[Any]]
+    blocks: Iterator[list[list[Any]]]
     via: str = "direct"
+
+    @property
+    def rows(self) -> Iterator[list[Any]]:
+        for block in self.blocks:
+            yield from block
 
 
 @contextmanager
@@ -170,10 +175,25 @@ def stream_readonly(db: Database, statement: str, limits: dict[str, Any] | None 
     if statement.lstrip("( \n").split(None, 1)[0].upper() in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):
         # chDB streams only SELECTs ("Streaming query is not supported"); these answers are small
         result = db.query(statement, readonly=True, settings=limits or READ_LIMITS)
-        yield Rows(list(result.columns), list(result.types), ([jsonable(v) for v in row] for row in result.rows))
+        yield Rows(list(result.columns), list(result.types), iter([[[jsonable(v) for v in r] for r in result.rows]]))
         return
     with db.stream(statement, readonly=True, settings=limits or READ_LIMITS) as (names, types, blocks):
-        yield Rows(list(names), list(types), ([jsonable(v) for v in row] for block in blocks for row in block))
+        yield Rows(list(names), list(types), _json_blocks(types, blocks))
+
+
+_PLAIN_TYPES = ("Int", "UInt", "String", "Bool", "FixedString")  # values JSON takes as they are
+
+
+def _json_blocks(types: Sequence[str], blocks: Iterator[Sequence[Sequence[Any]]]) -> Iterator[list[list[Any]]]:
+    """Blocks of JSON-ready rows; columns whose type JSON takes as is skip ``jsonable``."""
+    bare = [t.removeprefix("Nullable(").removeprefix("LowCardinality(").removeprefix("Nullable(") for t in types]
+    plain = [b.startswith(_PLAIN_TYPES) and not b.startswith(("Int128", "Int256", "UInt128", "UInt256"))
+             for b in bare]
+    for block in blocks:
+        if all(plain):
+            yield [list(row) for row in block]
+        else:
+            yield [[v if p else jsonable(v) for v, p in zip(row, plain, strict=True)] for row in block]
 
 
 def run_readonly(db: Database, statement: str, limits: dict[str, Any] | None = None) -> Answer:
@@ -275,11 +295,12 @@ def open_endpoint(port: int, statement: str, token: str | None = None, timeout_s
                 f"127.0.0.1:{port} answered, but is not a radpulse endpoint; check [clickhouse] query_port"
             )
         head = json.loads(response.readline().decode() + "]}")
-        yield Rows(head["columns"], head["types"], _endpoint_rows(response, port), via="endpoint")
+        yield Rows(head["columns"], head["types"], _endpoint_blocks(response, port), via="endpoint")
 
 
-def _endpoint_rows(response: Any, port: int) -> Iterator[list[Any]]:
-    """Rows of the streamed document: one per line (``[…]`` or ``,[…]``), then ``], "complete": true}``."""
+def _endpoint_blocks(response: Any, port: int) -> Iterator[list[list[Any]]]:
+    """Blocks of the streamed document: one line each (``[…], […]``, later ones led by a comma), then the tail
+    ``], "complete": true}``."""
     for raw in response:
         line = raw.decode().rstrip("\n")
         if line.startswith("]"):
@@ -287,7 +308,7 @@ def _endpoint_rows(response: Any, port: int) -> Iterator[list[Any]]:
             if "error" in tail:
                 raise ClickHouseError(str(tail["error"]))
             return
-        yield json.loads(line.removeprefix(","))
+        yield json.loads("[" + line.removeprefix(",") + "]")
     raise ClickHouseError(f"the SQL endpoint on 127.0.0.1:{port} ended its answer early (sink stopped?)")
 
 
