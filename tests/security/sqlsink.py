@@ -21,6 +21,8 @@ from typing import Any
 from edge_ingest.keys import load_keys
 
 REPO = Path(__file__).resolve().parents[2]
+# the `radpulse` entry point: cli/main.py once the CLI moved out of infra/, infra/cli.py before
+CLI = "cli.main" if (REPO / "cli" / "main.py").exists() else "infra.cli"
 ENDPOINT_HEADER = "X-Radpulse-Sql"
 
 
@@ -77,7 +79,7 @@ class Sink:
         return self.request("/query", sql.encode(), {"Content-Type": "text/plain", **auth, **headers})
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "infra.cli", *args], env=self.env, cwd=self.folder,
+        return subprocess.run([sys.executable, "-m", CLI, *args], env=self.env, cwd=self.folder,
                               capture_output=True, text=True, timeout=timeout)
 
     def leaks(self, text: bytes | str) -> bool:
@@ -110,7 +112,7 @@ def start_sink(folder: Path, bootstrap: str, topic_prefix: str, **clickhouse: st
     }
     log = folder / "sink.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "sink"], env=env, cwd=folder, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", CLI, "sink"], env=env, cwd=folder, stdout=out,
                                 stderr=subprocess.STDOUT)
     sink = Sink(proc, folder, port, env, log, key)
     deadline = time.monotonic() + 120
