@@ -216,6 +216,21 @@ class ClickHouseSettings:
         _clickhouse_url,
     )
     query_port: int = _setting(8124, "Loopback port of the read-only SQL endpoint while `up` owns chDB.", _port)
+    reader_url: str = _setting(
+        "",
+        "URL `radpulse sql` and the SQL endpoint read with, e.g. http://reader:pw@host:8123/radpulse (the read-only "
+        "user of infra/clickhouse/); empty = [clickhouse] url.",
+        lambda v: None if not v else _clickhouse_url(v),
+    )
+    query_token_file: str = _setting(
+        "",
+        "The SQL endpoint's access token, created 0600 at the sink's first start and read by `radpulse sql` and "
+        "`radpulse review`; empty = sql-endpoint.token beside the chDB folder (./radpulse-data/ for a server).",
+    )
+    query_concurrency: int = _setting(8, "SQL endpoint queries that run at once; more wait briefly, then get 503.",
+                                      _positive)
+    query_timeout_s: float = _setting(60.0, "Time limit of one SQL endpoint query (max_execution_time).", _positive)
+    query_max_rows: int = _setting(1_000_000, "Row limit of one SQL endpoint result (max_result_rows).", _positive)
 
 
 @dataclass(frozen=True)
@@ -279,7 +294,7 @@ class Settings:
             for k, v in values.items():
                 if v and any(s in k for s in _SECRET_NAMES):
                     values[k] = "***"
-                if k == "url" and isinstance(v, str):
+                if k.endswith("url") and isinstance(v, str):  # url, reader_url: mask passwords
                     values[k] = re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", v)
             out[section.name] = values
         return out

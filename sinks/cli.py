@@ -39,25 +39,28 @@ def _fail(exc: Exception, code: int = 1) -> int:
 
 def run_sql(args: argparse.Namespace) -> int:
     from sinks.errors import RefusedQuery, SinkError
-    from sinks.sql import query
+    from sinks.sql import open_query
 
     settings = load_settings(args.config)
     try:
-        answer = query(settings, args.query)
+        with open_query(settings, args.query) as answer:
+            if args.format == "json":  # one JSON document, written row by row as they arrive
+                head = json.dumps({"columns": answer.columns, "types": answer.types}, ensure_ascii=False)
+                sys.stdout.write(head[:-1] + ', "rows": [')
+                for i, row in enumerate(answer.rows):
+                    sys.stdout.write(("," if i else "") + json.dumps(row, ensure_ascii=False))
+                sys.stdout.write("]}\n")
+            elif args.format == "csv":
+                out = csv.writer(sys.stdout)
+                out.writerow(answer.columns)
+                for row in answer.rows:
+                    out.writerow(["" if v is None else json.dumps(v) if isinstance(v, list | dict) else v for v in row])
+            else:
+                _print_table(answer.columns, answer.types, list(answer.rows))
     except RefusedQuery as exc:
         return _fail(exc, 2)
     except SinkError as exc:
         return _fail(exc)
-    if args.format == "json":
-        json.dump(answer.to_json(), sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
-    elif args.format == "csv":
-        out = csv.writer(sys.stdout)
-        out.writerow(answer.columns)
-        for row in answer.rows:
-            out.writerow(["" if v is None else json.dumps(v) if isinstance(v, list | dict) else v for v in row])
-    else:
-        _print_table(answer.columns, answer.types, answer.rows)
     return 0
 
 
@@ -105,6 +108,7 @@ def run_sink(args: argparse.Namespace) -> int:
     from sinks.errors import SinkError
     from sinks.migrate import migrate
     from sinks.query_server import QueryServer
+    from sinks.sql import ensure_token, read_limits, token_path
     from sinks.writer import SinkWriter
 
     env = dict(os.environ)
@@ -118,12 +122,22 @@ def run_sink(args: argparse.Namespace) -> int:
         migrate(db)
     except SinkError as exc:
         return _fail(exc)
-    reader = db.reopen()  # the endpoint's own client: a dashboard query never holds up an insert
     try:
-        server = QueryServer(reader, settings.clickhouse.query_port).start()
-    except OSError as exc:
+        token = ensure_token(token_path(settings))
+        # the endpoint's own clients: a dashboard query never holds up an insert; a server URL reads as the reader
+        reader = connect(settings.clickhouse.reader_url) if settings.clickhouse.reader_url else db.reopen()
+    except SinkError as exc:
+        db.close()
+        return _fail(exc)
+    try:
+        server = QueryServer(reader, settings.clickhouse.query_port, token=token,
+                             concurrency=settings.clickhouse.query_concurrency, limits=read_limits(settings),
+                             writer=db.reopen()).start()
+    except (OSError, SinkError) as exc:
         reader.close()
         db.close()
+        if isinstance(exc, SinkError):
+            return _fail(exc)
         return _fail(
             f"cannot listen on 127.0.0.1:{settings.clickhouse.query_port} ({exc.strerror}); set [clickhouse] "
             "query_port / RADPULSE_CLICKHOUSE__QUERY_PORT to a free port (0 = any)"
@@ -138,6 +152,7 @@ def run_sink(args: argparse.Namespace) -> int:
     finally:
         server.stop()
         server.db.close()
+        server.writer.close()
         db.close()
     log.info("sink stopped: %s", writer.status())
     return 0

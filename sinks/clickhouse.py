@@ -17,7 +17,8 @@ Where chDB bites (chdb 4.4 through clickhouse-connect 1.12, checked on this mach
 - No async client and no external data.
 - Use ``DateTime64(p, 'UTC')``: ``DateTime('tz')`` can lose its zone in Native output. We ask for aware datetimes.
 - ``readonly=1`` refuses writes, DDL and table functions, but not ``SELECT … INTO OUTFILE``, which chDB executes
-  in-process: ``sinks/sql.py`` refuses it before it gets here.
+  in-process, nor the scalar ``file()`` (chDB is ClickHouse *local*: no ``user_files_path`` check, no grants):
+  ``sinks/sql.py`` refuses the first and ``sinks/sqlpolicy.py`` the second, on the engine's parse of the query.
 - The first open in a process costs ≈3.5 s (engine start).
 """
 
@@ -25,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,6 +105,7 @@ class Database:
     def __init__(self, target: Target, client: Client) -> None:
         self.target = target
         self._client = client
+        self._server_readonly: int | None = None
 
     @property
     def is_chdb(self) -> bool:
@@ -123,19 +126,51 @@ class Database:
         except _DriverError as exc:
             raise ClickHouseError(f"{_first_line(sql)}: {_engine_message(exc)}") from exc
 
-    def query(self, sql: str, *, readonly: bool = False, settings: dict[str, Any] | None = None) -> QueryResult:
-        """Run a query; ``readonly`` adds ClickHouse's own read-only setting to it."""
+    def _settings(self, readonly: bool, settings: dict[str, Any] | None) -> dict[str, Any] | None:
+        if readonly and self._profile_readonly():
+            return None  # a read-only server profile holds the limits and refuses setting changes (infra/clickhouse)
         all_settings = dict(settings or {})
         if readonly:
             # chDB applies readonly=1 as a SETTINGS clause; over HTTP the driver sends its own settings with each
             # request, which readonly=1 would reject, so use 2 (settings may change; writes and DDL still refused)
             all_settings["readonly"] = 1 if self.is_chdb else 2
+        return all_settings or None
+
+    def _profile_readonly(self) -> bool:
+        """A server user whose profile is already read-only (infra/clickhouse reader) may not set readonly again."""
+        if self.is_chdb:
+            return False
+        if self._server_readonly is None:
+            try:
+                self._server_readonly = int(self._client.query("SELECT getSetting('readonly')").result_rows[0][0])
+            except (_DriverError, IndexError, ValueError):
+                self._server_readonly = 0
+        return self._server_readonly > 0
+
+    def query(self, sql: str, *, readonly: bool = False, settings: dict[str, Any] | None = None) -> QueryResult:
+        """Run a query; ``readonly`` adds ClickHouse's own read-only setting to it."""
         try:
-            result = self._client.query(sql, settings=all_settings or None)
+            result = self._client.query(sql, settings=self._settings(readonly, settings))
         except _DriverError as exc:
             raise ClickHouseError(_engine_message(exc)) from exc
         types = tuple(t.name for t in result.column_types)
         return QueryResult(tuple(result.column_names), types, list(result.result_rows))
+
+    @contextmanager
+    def stream(
+        self, sql: str, *, readonly: bool = False, settings: dict[str, Any] | None = None
+    ) -> Iterator[tuple[tuple[str, ...], tuple[str, ...], Iterator[Sequence[Sequence[Any]]]]]:
+        """Run a query whose rows arrive block by block (chDB ``send_query`` / HTTP streaming), never whole in memory.
+
+        Yields (column names, type names, blocks); an engine error before or between blocks is ``ClickHouseError``.
+        """
+        try:
+            with self._client.query_row_block_stream(sql, settings=self._settings(readonly, settings)) as st:
+                names = tuple(st.source.column_names)
+                types = tuple(t.name for t in st.source.column_types)
+                yield names, types, _blocks(st)
+        except _DriverError as exc:
+            raise ClickHouseError(_engine_message(exc)) from exc
 
     def scalar(self, sql: str) -> Any:
         rows = self.query(sql).rows
@@ -156,6 +191,13 @@ class Database:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _blocks(stream: Any) -> Iterator[Sequence[Sequence[Any]]]:
+    try:
+        yield from stream
+    except _DriverError as exc:
+        raise ClickHouseError(_engine_message(exc)) from exc
 
 
 def _first_line(sql: str) -> str:

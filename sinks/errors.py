@@ -33,3 +33,7 @@ class RefusedQuery(SinkError, ValueError):
 
 class RowError(SinkError, ValueError):
     """An event decoded but cannot become a row (e.g. a negative version); it is counted and skipped."""
+
+
+class EndpointAuthError(SinkError):
+    """The SQL endpoint refused the request's token or origin, or the token file is missing or unsafe."""

@@ -59,16 +59,30 @@ def _q(text: str) -> str:
 def record(settings: Settings, review: Review) -> str:
     """Record through the running sink's endpoint, else directly. Returns how ("endpoint" | "direct")."""
     review.validate()
+    from sinks.sql import read_token, token_path
+
     port = settings.clickhouse.query_port
     body = json.dumps(asdict(review)).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/review", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+    from sinks.errors import EndpointAuthError
+
+    path = token_path(settings)
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
+        token = read_token(path)  # the sink's endpoint takes writes only with its token and as JSON
+    except EndpointAuthError as exc:
+        raise ReviewError(str(exc)) from None
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/review", data=body, method="POST", headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    try:
+        with opener.open(request, timeout=30) as resp:
             json.loads(resp.read())
             return "endpoint"
     except urllib.error.HTTPError as exc:
-        raise ReviewError(json.loads(exc.read() or b"{}").get("error", str(exc))) from None
+        message = json.loads(exc.read() or b"{}").get("error", str(exc))
+        if exc.code == 401:
+            message = (f"the sink's endpoint on 127.0.0.1:{port} refused the token in {path} ({message}); run as the "
+                       "user that runs radpulse sink, or set [clickhouse] query_token_file")
+        raise ReviewError(message) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         pass
     from sinks.clickhouse import connect

@@ -1,24 +1,35 @@
 """``radpulse sql``: one read-only query, through the sink's loopback endpoint or straight into the database.
 
-Read-only twice over: ``guard`` lets through one SELECT / WITH / SHOW / DESCRIBE / EXPLAIN statement (comments
-removed, no write keyword anywhere outside strings, no INTO OUTFILE), and the engine runs it with ClickHouse's
-``readonly`` setting plus time, row and memory limits. chDB allows one engine per process, so while ``radpulse
-sink``/``up`` owns it the query goes to its endpoint (``query_server.py``) on 127.0.0.1:``[clickhouse] query_port``;
-when nothing listens there, this process opens the database itself.
+What may run is decided in three steps. ``guard`` (lexical) lets through one SELECT / WITH / SHOW / DESCRIBE /
+EXPLAIN statement, comments removed, no INTO OUTFILE. ``check`` has the engine parse it (``EXPLAIN AST``) and walks
+that tree against the allow-lists of ``sqlpolicy.py``: radpulse's own tables and views, a few ``system`` tables, and
+functions that compute on values (no ``file()``, ``url()``, ``remote()``, ``s3()``, dictionaries, …). Then the engine
+runs it with ``readonly`` and time, row, byte and memory limits, streaming the rows. chDB allows one engine per
+process, so while ``radpulse sink``/``up`` owns it the query goes to its endpoint (``query_server.py``) on
+127.0.0.1:``[clickhouse] query_port`` with the token from ``[clickhouse] query_token_file``; when nothing listens
+there, this process opens ``[clickhouse] reader_url`` (else ``url``) itself.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.config import Settings
-from sinks.errors import ClickHouseError, EngineLockedError, RefusedQuery
+from sinks.errors import ClickHouseError, EndpointAuthError, EngineLockedError, RefusedQuery
+from sinks.sqlpolicy import Policy, build_policy, check_ast
 from sinks.sqltext import LexError, render, split_statements, words
 
 if TYPE_CHECKING:  # the engine is imported only when a query runs here, not for the guard
@@ -30,15 +41,26 @@ FORBIDDEN = frozenset(
     "INSERT ALTER DROP CREATE TRUNCATE OPTIMIZE ATTACH DETACH RENAME EXCHANGE GRANT REVOKE DELETE UPDATE KILL "
     "UNDROP BACKUP RESTORE OUTFILE INFILE READONLY".split()
 )
-# ClickHouse settings for every query radpulse sql runs: the sink shares its process with this engine
+# ClickHouse settings for every query radpulse sql runs (time and row limits come from [clickhouse] settings)
 READ_LIMITS: dict[str, Any] = {
     "max_execution_time": 60,
     "max_result_rows": 1_000_000,
+    "max_result_bytes": 1_000_000_000,
     "result_overflow_mode": "throw",
     "max_memory_usage": 4_000_000_000,
 }
 ENDPOINT_HEADER = "X-Radpulse-Sql"  # tells our endpoint from whatever else might listen on the port
+TOKEN_FILE = "sql-endpoint.token"
 _WHAT = "radpulse sql runs one read-only statement (SELECT, WITH, SHOW, DESCRIBE or EXPLAIN)"
+
+
+def read_limits(settings: Settings | None = None) -> dict[str, Any]:
+    """``READ_LIMITS`` with ``[clickhouse] query_timeout_s`` and ``query_max_rows``."""
+    if settings is None:
+        return dict(READ_LIMITS)
+    ch = settings.clickhouse
+    return {**READ_LIMITS, "max_execution_time": max(1, math.ceil(ch.query_timeout_s)),
+            "max_result_rows": ch.query_max_rows}
 
 
 def guard(sql: str) -> str:
@@ -73,6 +95,34 @@ def guard(sql: str) -> str:
     return render(tokens)
 
 
+# -- the engine's parse: what the statement reads --------------------------------------------------------------
+_policies: dict[tuple[str, str], Policy] = {}
+_policies_lock = threading.Lock()
+
+
+def policy_for(db: Database) -> Policy:
+    """The allow-lists for this engine and database (function lists read once, databases on every call)."""
+    key = (db.target.url, db.database)
+    with _policies_lock:
+        cached = _policies.get(key)
+    if cached is None:
+        functions = db.query("SELECT name, alias_to, categories, is_aggregate, case_insensitive FROM system.functions")
+        tables = db.query("SELECT name FROM system.table_functions")
+        cached = build_policy(db.database, (), functions.rows, (r[0] for r in tables.rows))
+        with _policies_lock:
+            _policies[key] = cached
+    databases = frozenset(str(r[0]) for r in db.query("SELECT name FROM system.databases").rows)
+    return Policy(**{**cached.__dict__, "databases": databases})
+
+
+def check(db: Database, statement: str) -> None:
+    """``RefusedQuery`` unless the engine's parse of ``statement`` reads only what ``sqlpolicy`` allows."""
+    policy = policy_for(db)
+    # EXPLAIN AST parses without running: no table, file or URL is touched
+    ast = db.query(f"EXPLAIN AST {statement}", readonly=True)
+    check_ast(policy, (str(row[0]) for row in ast.rows))
+
+
 def jsonable(value: Any) -> Any:
     """A query value as JSON: times in ISO 8601, NaN/inf as null, containers as lists, the rest as text."""
     if value is None or isinstance(value, bool | int | str):
@@ -103,59 +153,197 @@ class Answer:
         return {"columns": self.columns, "types": self.types, "rows": self.rows}
 
 
-def run_readonly(db: Database, statement: str) -> Answer:
-    """Run a guarded statement with ClickHouse's readonly setting and the limits."""
-    result = db.query(statement, readonly=True, settings=READ_LIMITS)
-    return Answer(list(result.columns), list(result.types), [[jsonable(v) for v in row] for row in result.rows])
+@dataclass
+class Rows:
+    """A query's result while it streams: columns and types now, rows as they come, in blocks of JSON-ready lists."""
+
+    columns: list[str]
+    types: list[str]
+    blocks: Iterator[list[list[Any]]]
+    via: str = "direct"
+
+    @property
+    def rows(self) -> Iterator[list[Any]]:
+        for block in self.blocks:
+            yield from block
 
 
-def ask_endpoint(port: int, statement: str, timeout_s: float = 90.0, host: str = "127.0.0.1") -> Answer | None:
-    """POST the statement to a running sink's endpoint; ``None`` when nothing listens on the port."""
-    request = urllib.request.Request(
-        f"http://{host}:{port}/query",
-        data=statement.encode(),
-        method="POST",
-        headers={"Content-Type": "text/plain; charset=utf-8"},
-    )
+@contextmanager
+def stream_readonly(db: Database, statement: str, limits: dict[str, Any] | None = None) -> Iterator[Rows]:
+    """Check a guarded statement, then run it read-only with the limits; rows stream block by block."""
+    check(db, statement)
+    if statement.lstrip("( \n").split(None, 1)[0].upper() in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):
+        # chDB streams only SELECTs ("Streaming query is not supported"); these answers are small
+        result = db.query(statement, readonly=True, settings=limits or READ_LIMITS)
+        yield Rows(list(result.columns), list(result.types), iter([[[jsonable(v) for v in r] for r in result.rows]]))
+        return
+    with db.stream(statement, readonly=True, settings=limits or READ_LIMITS) as (names, types, blocks):
+        yield Rows(list(names), list(types), _json_blocks(types, blocks))
+
+
+_PLAIN_TYPES = ("Int", "UInt", "String", "Bool", "FixedString")  # values JSON takes as they are
+
+
+def _json_blocks(types: Sequence[str], blocks: Iterator[Sequence[Sequence[Any]]]) -> Iterator[list[list[Any]]]:
+    """Blocks of JSON-ready rows; columns whose type JSON takes as is skip ``jsonable``."""
+    bare = [t.removeprefix("Nullable(").removeprefix("LowCardinality(").removeprefix("Nullable(") for t in types]
+    plain = [b.startswith(_PLAIN_TYPES) and not b.startswith(("Int128", "Int256", "UInt128", "UInt256"))
+             for b in bare]
+    for block in blocks:
+        if all(plain):
+            yield [list(row) for row in block]
+        else:
+            yield [[v if p else jsonable(v) for v, p in zip(row, plain, strict=True)] for row in block]
+
+
+def run_readonly(db: Database, statement: str, limits: dict[str, Any] | None = None) -> Answer:
+    """``stream_readonly``, collected."""
+    with stream_readonly(db, statement, limits) as rows:
+        return Answer(rows.columns, rows.types, list(rows.rows))
+
+
+# -- the endpoint's token ----------------------------------------------------------------------------------------
+def token_path(settings: Settings) -> Path:
+    """``[clickhouse] query_token_file``, else ``sql-endpoint.token`` beside the chDB folder (./radpulse-data/)."""
+    ch = settings.clickhouse
+    if ch.query_token_file:
+        return Path(ch.query_token_file).expanduser().resolve()
+    if ch.url.startswith("chdb://"):
+        folder = Path(ch.url[len("chdb://") :].partition("?")[0]).expanduser().resolve()
+        return folder.parent / TOKEN_FILE
+    return Path("radpulse-data", TOKEN_FILE).resolve()
+
+
+def read_token(path: Path) -> str | None:
+    """The token in ``path``; ``None`` if there is none yet. Refuses a file other users can read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return None
+    if mode & 0o077:
+        raise EndpointAuthError(
+            f"SQL endpoint token {path} can be read by other users (mode {mode & 0o777:o}): `chmod 600 {path}` "
+            "([clickhouse] query_token_file)"
+        )
+    for _ in range(20):  # a sink that created the file this instant may not have written it yet
+        token = path.read_text().strip()
+        if token:
+            return token
+        time.sleep(0.05)
+    raise EndpointAuthError(f"SQL endpoint token {path} is empty: delete it and restart radpulse sink")
+
+
+def ensure_token(path: Path) -> str:
+    """The token in ``path``, created (random, mode 0600) if missing: the sink calls this at start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = read_token(path)
+        assert token is not None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+# -- the client side of the endpoint -----------------------------------------------------------------------------
+def _endpoint_request(port: int, path: str, body: bytes, content_type: str, token: str | None,
+                      host: str = "127.0.0.1") -> urllib.request.Request:
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return urllib.request.Request(f"http://{host}:{port}{path}", data=body, method="POST", headers=headers)
+
+
+def _refusal(exc: urllib.error.HTTPError, port: int, token_file: Path | None) -> Exception:
+    """The exception for an error answer from a radpulse endpoint."""
+    try:
+        message = json.loads(exc.read() or b"{}").get("error", f"HTTP {exc.code}")
+    except ValueError:
+        message = f"HTTP {exc.code}"
+    if exc.code == 401:
+        where = f" in {token_file}" if token_file else ""
+        return EndpointAuthError(
+            f"the SQL endpoint on 127.0.0.1:{port} refused the token{where}: {message}. Run as the user that runs "
+            "radpulse sink, or point [clickhouse] query_token_file at its token"
+        )
+    return (RefusedQuery if exc.code == 403 else ClickHouseError)(message)
+
+
+@contextmanager
+def open_endpoint(port: int, statement: str, token: str | None = None, timeout_s: float = 90.0,
+                  host: str = "127.0.0.1", token_file: Path | None = None) -> Iterator[Rows | None]:
+    """POST the statement to a running sink's endpoint and stream its answer; ``None`` when nothing listens."""
+    request = _endpoint_request(port, "/query", statement.encode(), "text/plain; charset=utf-8", token, host)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
     try:
-        with opener.open(request, timeout=timeout_s) as response:
-            body, is_ours = response.read(), response.headers.get(ENDPOINT_HEADER)
+        response = opener.open(request, timeout=timeout_s)
     except urllib.error.HTTPError as exc:
         if not exc.headers.get(ENDPOINT_HEADER):
             raise ClickHouseError(f"127.0.0.1:{port} answered HTTP {exc.code} but is not a radpulse endpoint") from None
-        message = json.loads(exc.read() or b"{}").get("error", f"HTTP {exc.code}")
-        raise (RefusedQuery if exc.code == 403 else ClickHouseError)(message) from None
+        raise _refusal(exc, port, token_file) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
-            return None
+            yield None
+            return
         raise ClickHouseError(f"query endpoint 127.0.0.1:{port}: {exc.reason}") from None
-    if not is_ours:
-        raise ClickHouseError(
-            f"127.0.0.1:{port} answered, but is not a radpulse endpoint; check [clickhouse] query_port"
-        )
-    doc = json.loads(body)
-    return Answer(doc["columns"], doc["types"], doc["rows"], via="endpoint")
+    with response:
+        if not response.headers.get(ENDPOINT_HEADER):
+            raise ClickHouseError(
+                f"127.0.0.1:{port} answered, but is not a radpulse endpoint; check [clickhouse] query_port"
+            )
+        head = json.loads(response.readline().decode() + "]}")
+        yield Rows(head["columns"], head["types"], _endpoint_blocks(response, port), via="endpoint")
 
 
-def query(settings: Settings, sql: str) -> Answer:
-    """Guard ``sql``, then ask the running sink's endpoint, else open ``[clickhouse] url`` directly."""
+def _endpoint_blocks(response: Any, port: int) -> Iterator[list[list[Any]]]:
+    """Blocks of the streamed document: one line each (``[…], […]``, later ones led by a comma), then the tail
+    ``], "complete": true}``."""
+    for raw in response:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("]"):
+            tail = json.loads('{"rows": []' + line[1:])
+            if "error" in tail:
+                raise ClickHouseError(str(tail["error"]))
+            return
+        yield json.loads("[" + line.removeprefix(",") + "]")
+    raise ClickHouseError(f"the SQL endpoint on 127.0.0.1:{port} ended its answer early (sink stopped?)")
+
+
+def ask_endpoint(port: int, statement: str, timeout_s: float = 90.0, host: str = "127.0.0.1",
+                 token: str | None = None) -> Answer | None:
+    """``open_endpoint``, collected."""
+    with open_endpoint(port, statement, token, timeout_s, host) as rows:
+        return None if rows is None else Answer(rows.columns, rows.types, list(rows.rows), via="endpoint")
+
+
+# -- radpulse sql ------------------------------------------------------------------------------------------------
+@contextmanager
+def open_query(settings: Settings, sql: str) -> Iterator[Rows]:
+    """Guard ``sql``, then stream it from the running sink's endpoint, else from ``[clickhouse] reader_url``/``url``."""
     statement = guard(sql)
     port = settings.clickhouse.query_port
-    answer = ask_endpoint(port, statement) if port else None
-    if answer is not None:
-        return answer
+    if port:
+        path = token_path(settings)
+        with open_endpoint(port, statement, read_token(path), token_file=path) as rows:
+            if rows is not None:
+                yield rows
+                return
     from sinks.clickhouse import connect
 
+    url = settings.clickhouse.reader_url or settings.clickhouse.url
     try:
-        db = connect(settings.clickhouse.url)
+        db = connect(url)
     except EngineLockedError as exc:
         raise EngineLockedError(
             f"{exc} Nothing answers on 127.0.0.1:{port}: does that process use another [clickhouse] query_port "
             "(RADPULSE_CLICKHOUSE__QUERY_PORT)?"
         ) from None
     try:
-        return run_readonly(db, statement)
+        with stream_readonly(db, statement, read_limits(settings)) as rows:
+            yield rows
     except ClickHouseError as exc:
         if "UNKNOWN_TABLE" in str(exc) and not db.scalar("EXISTS TABLE schema_migrations"):
             hint = f"{db.describe()} has no radpulse tables: `radpulse clickhouse migrate`"
@@ -163,3 +351,9 @@ def query(settings: Settings, sql: str) -> Answer:
         raise
     finally:
         db.close()
+
+
+def query(settings: Settings, sql: str) -> Answer:
+    """``open_query``, collected."""
+    with open_query(settings, sql) as rows:
+        return Answer(rows.columns, rows.types, list(rows.rows), rows.via)

@@ -18,7 +18,7 @@ from sinks.migrate import migrate
 from sinks.query_server import QueryServer
 from sinks.reviews import Review, ReviewError, record
 from sinks.rows import COLUMNS, rows_for
-from sinks.sql import query
+from sinks.sql import ensure_token, query, token_path
 
 NOW = datetime(2024, 3, 4, 2, 0, tzinfo=UTC)
 
@@ -68,7 +68,7 @@ def test_verdicts_close_alerts_through_the_endpoint_and_directly(db: Database) -
     settings = settings_for(db, port)
     assert sorted(r[0] for r in query(settings, "SELECT alert_id FROM dose_alerts_open").rows) == ["a1", "a2"]
 
-    server = QueryServer(db, port).start()
+    server = QueryServer(db, port, token=ensure_token(token_path(settings))).start()  # as `radpulse sink` does
     try:
         assert record(settings, Review("a1", "site-1", "dr.physicist", "patient_size", "BMI 41")) == "endpoint"
         with pytest.raises(ReviewError, match="verdict"):

@@ -36,7 +36,7 @@ from sinks.errors import ClickHouseUrlError, EngineConflictError, MigrationError
 from sinks.migrate import MIGRATIONS_DIR, applied, discover, migrate
 from sinks.query_server import QueryServer
 from sinks.rows import COLUMNS, exam_row
-from sinks.sql import ENDPOINT_HEADER, ask_endpoint, query
+from sinks.sql import ENDPOINT_HEADER, ask_endpoint, ensure_token, query, read_token, token_path
 from sinks.writer import SinkWriter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -322,8 +322,9 @@ def test_a_failed_insert_is_retried_and_commits_only_after(sink_settings: Settin
 
 
 # -- the read-only endpoint and `radpulse sql` -----------------------------------------------------------------------
-def post(port: int, sql: str) -> tuple[int, dict[str, object], str | None]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/query", data=sql.encode(), method="POST")
+def post(port: int, sql: str, token: str) -> tuple[int, dict[str, object], str | None]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/query", data=sql.encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}"})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=30) as resp:
@@ -335,22 +336,23 @@ def post(port: int, sql: str) -> tuple[int, dict[str, object], str | None]:
 def test_query_endpoint_answers_select_and_refuses_writes(db: Database) -> None:
     for version in (1, 2):  # two inserts: one block holding both versions would collapse on insert already
         db.insert("exams", [exam_row(synthetic_exam(3, version))], COLUMNS["exams"])
-    server = QueryServer(db.reopen(), 0).start()
+    settings = settings_for(db)
+    server = QueryServer(db.reopen(), 0, token=ensure_token(token_path(settings))).start()
     try:
-        status, doc, ours = post(server.port, "SELECT exam_key, version, updated_at FROM exams_latest")
+        status, doc, ours = post(server.port, "SELECT exam_key, version, updated_at FROM exams_latest", server.token)
         assert (status, ours) == (200, "1")
         assert doc["columns"] == ["exam_key", "version", "updated_at"]
         assert doc["types"] == ["String", "UInt64", "DateTime64(6, 'UTC')"]
         assert doc["rows"] == [["study-3", 2, synthetic_exam(3, 2).updated_at.isoformat()]]
 
         for sql in ("DROP TABLE exams", "SELECT 1; DROP TABLE exams", "SELECT 1 INTO OUTFILE 'x.csv'"):
-            status, doc, _ = post(server.port, sql)
+            status, doc, _ = post(server.port, sql, server.token)
             assert status == 403 and ("refused" in str(doc["error"]) or "statements" in str(doc["error"])), (sql, doc)
         assert count(db, "EXISTS TABLE exams") == 1
-        status, doc, _ = post(server.port, "SELECT * FROM no_such_table")
+        status, doc, _ = post(server.port, "SELECT * FROM no_such_table", server.token)
         assert status == 400 and "UNKNOWN_TABLE" in str(doc["error"])
 
-        answer = ask_endpoint(server.port, "SELECT count() FROM exams")
+        answer = ask_endpoint(server.port, "SELECT count() FROM exams", token=server.token)
         assert answer is not None and answer.rows == [[2]] and answer.via == "endpoint"
         via = query(settings_for(db, port=server.port), "SELECT count() FROM exams_latest")
         assert (via.via, via.rows) == ("endpoint", [[1]])
@@ -437,7 +439,8 @@ def test_radpulse_sink_serves_the_endpoint_and_stops_on_sigterm(
         deadline, rows = time.monotonic() + 60, None
         while time.monotonic() < deadline:
             try:
-                answer = ask_endpoint(port, "SELECT count(), max(version) FROM exams_latest", timeout_s=5)
+                token = read_token(tmp_path / "sql-endpoint.token")  # beside the sink's ./chdb folder
+                answer = ask_endpoint(port, "SELECT count(), max(version) FROM exams_latest", timeout_s=5, token=token)
             except Exception:  # endpoint up but tables not migrated yet, etc.
                 answer = None
             rows = answer.rows if answer else None

@@ -1,4 +1,5 @@
-"""The read-only guard of `radpulse sql` (sinks.sql.guard) and the lexer under it: pure, no engine.
+"""The read-only guard of `radpulse sql` (sinks.sql.guard), the lexer under it, and the allow-list walk over the
+engine's parse (sinks.sqlpolicy.check_ast, fed the lines ClickHouse's EXPLAIN AST prints): pure, no engine.
 
 The engine also runs every query with readonly=1; these tests cover what the guard alone must catch, including
 INTO OUTFILE, which chDB executes even in readonly mode.
@@ -10,6 +11,7 @@ import pytest
 
 from sinks.errors import RefusedQuery
 from sinks.sql import guard, jsonable
+from sinks.sqlpolicy import build_policy, check_ast
 from sinks.sqltext import LexError, lex, split_statements
 
 ALLOWED = [
@@ -115,3 +117,67 @@ def test_jsonable_values() -> None:
     assert jsonable(float("nan")) is None and jsonable(1.5) == 1.5
     assert jsonable(("a", [1, None])) == ["a", [1, None]]
     assert jsonable(Decimal("1.10")) == "1.10" and jsonable(UUID(int=0)) == "00000000-0000-0000-0000-000000000000"
+
+
+# -- sinks.sqlpolicy: the walk over ClickHouse's EXPLAIN AST (lines as the engine prints them) ---------------------
+
+FUNCTIONS = [  # (name, alias_to, categories, is_aggregate, case_insensitive) as system.functions lists them
+    ("plus", "", "Arithmetic", 0, 0), ("count", "", "Aggregate Functions", 1, 1),
+    ("sum", "", "Aggregate Functions", 1, 0),
+    ("upper", "", "String", 0, 1), ("ucase", "upper", "", 0, 1), ("file", "", "Other", 0, 0),
+    ("currentDatabase", "", "Other", 0, 0), ("DATABASE", "currentDatabase", "", 0, 1),
+    ("dictGet", "", "Dictionary", 0, 0), ("hostName", "", "Other", 0, 0), ("hostname", "hostName", "", 0, 1),
+    ("aiGenerate", "", "AI", 0, 0), ("format", "", "String", 0, 0),
+]
+POLICY = build_policy("radpulse", ["radpulse", "system", "default", "INFORMATION_SCHEMA"], FUNCTIONS,
+                      ["file", "url", "remote", "s3", "numbers", "format", "merge", "executable"])
+
+
+def ast(*body: str) -> list[str]:
+    return ["SelectWithUnionQuery (children 1)", " ExpressionList (children 1)", "  SelectQuery (children 2)", *body]
+
+
+@pytest.mark.parametrize("lines", [
+    ast("   ExpressionList (children 1)", "    Function count (children 1)", "     ExpressionList",
+        "   TablesInSelectQuery (children 1)", "    TablesInSelectQueryElement (children 1)",
+        "     TableExpression (children 1)", "      TableIdentifier exams_latest"),
+    ast("    Function sumIf (children 1)", "    Function COUNT", "    Function UPPER (alias m)", "    Function ucase",
+        "    Function DATABASE", "    Function lambda (children 1)", "    Function in (children 1)",
+        "      Identifier t.exam_key", "      Identifier radpulse.exams"),
+    ast("      TableIdentifier radpulse.exams (alias e)", "      TableIdentifier system.one",
+        "      Function numbers (alias n) (children 1)", "      Literal 'file(\\'/etc/passwd\\')'", "   Set"),
+    ["DescribeQuery (children 1)", " TableExpression (children 1)", "  TableIdentifier exams"],
+    ["ShowTables"],
+    ["Explain EXPLAIN PIPELINE (children 1)", " SelectWithUnionQuery (children 1)"],
+])
+def test_policy_allows_radpulse_reads(lines: list[str]) -> None:
+    check_ast(POLICY, lines)
+
+
+@pytest.mark.parametrize(("lines", "why"), [
+    (ast("    Function file (children 1)"), "function file"),
+    (ast("    Function FILE (children 1)"), "function FILE"),
+    (ast("      Function file (alias t) (children 1)"), "function file"),  # the table function
+    (ast("      Function url (children 1)"), "function url"),
+    (ast("      Function Remote (children 1)"), "function Remote"),
+    (ast("      Function executable (children 1)"), "function executable"),
+    (ast("      Function merge (children 1)"), "function merge"),
+    (ast("    Function dictGet (children 1)"), "function dictGet"),
+    (ast("    Function hostName"), "function hostName"),
+    (ast("    Function hostname"), "function hostname"),  # an alias of a refused function
+    (ast("    Function aiGenerate"), "function aiGenerate"),
+    (ast("    Function fileIf"), "function fileIf"),  # a combinator on something that is not an aggregate
+    (ast("    Function no_such_function"), "function no_such_function"),
+    (ast("      TableIdentifier system.users"), "system.users is outside"),
+    (ast("      TableIdentifier default.exams"), "default.exams is outside"),
+    (ast("      TableIdentifier INFORMATION_SCHEMA.TABLES"), "INFORMATION_SCHEMA.TABLES is outside"),
+    (ast("      Identifier system.grants"), "system.grants is outside"),  # x IN system.grants
+    (ast("    Function plus (alias a", "Function file) (children 1)"), r"function file\)"),  # alias injection
+    (ast("   Set", "   Set"), "SETTINGS clause"),
+    (["InsertQuery (children 1)"], "uses InsertQuery"),
+    (["ShowCreateTableQuery system users (children 2)"], "uses ShowCreateTableQuery"),
+    (ast("  1 garbage line"), "not allowed"),
+])
+def test_policy_refuses(lines: list[str], why: str) -> None:
+    with pytest.raises(RefusedQuery, match=why):
+        check_ast(POLICY, lines)
