@@ -186,6 +186,7 @@ def make_ae(ae_title: str, allowed_calling_aes: list[str] | tuple[str, ...], max
     ae.network_timeout = limits.network_timeout_s
     ae.acse_timeout = limits.acse_timeout_s
     ae.dimse_timeout = limits.dimse_timeout_s
+    ae.radpulse_limits = limits  # type: ignore[attr-defined]  # start_server enforces these unless given others
     return ae
 
 
@@ -274,27 +275,34 @@ def _on_requested(event: Any, limits: Limits) -> None:
     calling = str(rq.calling_ae_title).strip()
     called = str(rq.called_ae_title).strip()
     peer = assoc.requestor.address
+    server = assoc._server if isinstance(assoc._server, EdgeAssociationServer) else None
+
+    def warn(key: str, msg: str, *args: object) -> None:  # rate-limited: rejected attempts must not flood the log
+        if server is not None:
+            server.warn(key, msg, *args)
+        else:
+            log.warning(msg, *args)
+
     why = ""
     if not limits.accept_any_called_ae and called != limits.ae_title:
         # permanent, service user, called AE title not recognised
         rsd, why = (0x01, 0x01, 0x07), "called_ae"
-        log.warning("association from %s (calling AE %s) rejected: called AE %r is not [edge] ae_title %r "
+        warn(why, "association from %s (calling AE %s) rejected: called AE %r is not [edge] ae_title %r "
                     "(set the modality's destination AE title, or [edge] accept_any_called_ae = true)",
                     peer, calling, called, limits.ae_title)
     elif limits.allowed_calling_aes and calling not in limits.allowed_calling_aes:
         rsd, why = (0x01, 0x01, 0x03), "calling_ae"
-        log.warning("association from %s rejected: calling AE %r is not in [edge] allowed_calling_aes", peer, calling)
+        warn(why, "association from %s rejected: calling AE %r is not in [edge] allowed_calling_aes", peer, calling)
     else:
-        server = assoc._server
-        established = sum(1 for a in server.active_associations if a.is_established) if server else 0
+        established = sum(1 for a in assoc._server.active_associations if a.is_established) if assoc._server else 0
         if established >= limits.max_associations:
             # transient, presentation related, local limit exceeded: the sender retries later
             rsd, why = (0x02, 0x03, 0x02), "association_limit"
-            log.warning("association from %s (calling AE %s) rejected: %d associations open, [edge] "
+            warn(why, "association from %s (calling AE %s) rejected: %d associations open, [edge] "
                         "max_associations=%d", peer, calling, established, limits.max_associations)
     if not why:
-        if isinstance(assoc._server, EdgeAssociationServer):
-            assoc._server.trust(peer)
+        if server is not None:
+            server.trust(peer)
         return
     assoc.acse.send_reject(*rsd)
     assoc.kill()
@@ -493,7 +501,7 @@ def start_server(
     spill_dir: Path | None = None,
     rejections: Rejections | None = None,
 ) -> EdgeAssociationServer:
-    limits = limits or Limits(ae_title=ae.ae_title, max_pdu=ae.maximum_pdu_size)
+    limits = limits or getattr(ae, "radpulse_limits", None) or Limits(ae_title=ae.ae_title, max_pdu=ae.maximum_pdu_size)
     configure_spill(limits, spill_dir)
     handlers = [
         (evt.EVT_C_ECHO, _on_echo),

@@ -158,13 +158,19 @@ class Attacker:
             sock.close()
 
 
-def attack(host: str, port: int) -> list[Attacker]:
-    """Issue 9 item 3, all at once: 32 idle associations, 100 half-open and 120 garbage connections."""
-    return [
+def attack(host: str, port: int, ramp_up_s: float = 30.0) -> list[Attacker]:
+    """Issue 9 item 3, all at once: 32 idle associations, 100 half-open and 120 garbage connections. Returns when
+    every attacker has opened its full count at least once (or after ``ramp_up_s``)."""
+    attackers = [
         Attacker(host, port, "127.0.0.2", "idle_association", 32).start(),
         Attacker(host, port, "127.0.0.3", "half_open", 100).start(),
         Attacker(host, port, "127.0.0.4", "garbage", 120).start(),
     ]
+    deadline = time.monotonic() + ramp_up_s
+    while any(a.opened < a.count for a in attackers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    return attackers
 
 
 # ------------------------------------------------------------------------------------------------ AE titles
@@ -308,7 +314,6 @@ def test_listed_sender_served_while_others_hold_useless_connections(start_edge) 
     node = start_edge(edge={"allowed_calling_aes": [SENDER]})
     attackers = attack("127.0.0.1", node.port)
     try:
-        time.sleep(3)  # let the attack reach its steady state
         held = {a.kind: len(a.socks) for a in attackers}
         took = time_to_serve("127.0.0.1", node.port, limit_s=60)
         threads = threading.active_count()
@@ -324,7 +329,7 @@ def test_listed_sender_served_while_others_hold_useless_connections(start_edge) 
 if __name__ == "__main__":  # python -m tests.security.test_dicom_access HOST PORT
     host, port = sys.argv[1], int(sys.argv[2])
     attackers = attack(host, port)
-    time.sleep(3)
+    print(f"attack in place: attacker connections opened {[a.opened for a in attackers]}", flush=True)
     took = time_to_serve(host, port, limit_s=float(os.environ.get("LIMIT_S", "120")))
     for a in attackers:
         a.stop()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage
 
-from edge_ingest.scp import OBJECT_TOO_LARGE
+from edge_ingest.extract import DEFLATED_LE, ExtractError, parse_header
+from edge_ingest.scp import OBJECT_TOO_LARGE, SpillBuffer
 from schemas import codec
 from schemas.events import InstanceEvent
-from tests.helpers import make_image, read_topic, save
+from tests.helpers import encode_dataset, make_image, read_topic, save
 
 MIB = 1024 * 1024
 
@@ -70,6 +72,35 @@ def test_object_above_max_object_mb_gets_a_clear_failure(start_edge) -> None:
     assert node.counters.rejected_reasons["object_too_large"] == 1
     assert store(node.port, make_image()) == (0x0000, "")  # the association and the edge carry on
     assert incoming_files(node) == []
+
+
+@pytest.mark.parametrize("deflated", [False, True], ids=["explicit_le", "deflated"])
+def test_header_parsed_from_a_spilled_file_matches_the_bytes(deflated: bool, monkeypatch, tmp_path: Path) -> None:
+    # limits are per process (the last edge started sets them): set them for this test
+    monkeypatch.setattr(SpillBuffer, "spill_bytes", 4 * MIB)
+    monkeypatch.setattr(SpillBuffer, "max_bytes", 64 * MIB)
+    monkeypatch.setattr(SpillBuffer, "spill_dir", str(tmp_path))
+    raw = encode_dataset(big_image(6))
+    syntax = ExplicitVRLittleEndian
+    if deflated:
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        raw, syntax = deflater.compress(raw) + deflater.flush(), DEFLATED_LE
+    buffer = SpillBuffer()
+    for i in range(0, len(raw), 65536):  # as pynetdicom writes P-DATA fragments
+        buffer.write(raw[i:i + 65536])
+    assert buffer.file is not None and len(buffer.getbuffer()) == 0  # on disk, not in memory
+    buffer.file.seek(0)
+    from_file, from_bytes = parse_header(buffer.file, syntax), parse_header(raw, syntax)
+    assert from_file.dataset.StationName == from_bytes.dataset.StationName == "BIGCT1"
+    assert from_file.dataset.SOPInstanceUID == from_bytes.dataset.SOPInstanceUID
+    truncated = SpillBuffer()
+    truncated.write(encode_dataset(big_image(6))[:-1000])
+    assert truncated.file is not None
+    truncated.file.seek(0)
+    with pytest.raises(ExtractError, match="truncated pixel data"):
+        parse_header(truncated.file, ExplicitVRLittleEndian)
+    buffer.release()
+    truncated.release()
 
 
 # ----------------------------------------------------------------------------------------- memory, measured

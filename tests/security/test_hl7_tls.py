@@ -50,3 +50,11 @@ def test_client_certificate_required(pki: Pki) -> None:
         ctx = ssl.create_default_context(cafile=str(pki.ca))
         ctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
         assert send(srv.port, ctx) == "AA"
+
+
+def test_edge_node_takes_hl7_tls_settings(start_edge, pki: Pki) -> None:
+    node = start_edge(hl7={"tls_cert": pki.server_cert, "tls_key": pki.server_key, "read_timeout_s": 5})
+    assert node.mllp is not None
+    with pytest.raises((ConnectionError, OSError)):
+        send(node.mllp.port, None)
+    assert send(node.mllp.port, ssl.create_default_context(cafile=str(pki.ca))) == "AA"
