@@ -84,7 +84,7 @@ def _dose(exam_type: str, k: int) -> dict[str, Any]:
         case "CT_ABDOMEN_PELVIS":
             return {"ctdivol_max_mgy": 9 * f, "dlp_total_mgy_cm": 480 * f, "ctdivol_phantom": "BODY32"}
         case "DX_CHEST":
-            return {"dap_total_gy_cm2": 0.08 * f}
+            return {"dap_total_gy_cm2": 0.08 * f, "dose_rp_mgy": 0.3 * f}
         case "MG_SCREENING":
             return {"agd_max_breast_mgy": 1.5 * f, "agd_left_mgy": 1.4 * f, "agd_right_mgy": 1.5 * f}
     return {}
@@ -377,6 +377,7 @@ EXPECTED_FIRING = {
     "alert.edge_silent": {(SITE, "edge-2")},  # silent for an hour
     "alert.spool_growing": {(SITE, "edge-1")},  # +1 event a minute for 30 minutes
     "alert.consumer_lag": set(),  # newest instance 2 min behind the edge: under the 5 min threshold
+    "alert.patient_cumulative_dose": set(),  # one exam per patient, all under the thresholds
 }
 
 

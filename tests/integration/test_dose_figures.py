@@ -165,3 +165,18 @@ def test_likely_causes_of_an_exceedance(db: Database) -> None:
         "al-x": "large patient; more events (9 vs median 4); unusual protocol; repeat within 24 h",
         "al-n0": "",
     }
+
+
+def test_cumulative_dose_alert_fires_for_a_patient_over_a_threshold(db: Database) -> None:
+    from dashboards.macros import QueryContext, expand
+    from dashboards.panels import QUERIES
+
+    now = datetime.now(UTC)
+    insert(
+        db,  # two RF procedures of one patient: 3000 + 2500 mGy at the reference point ≥ 5000 mGy (5 Gy)
+        dose("rf1", now - timedelta(days=5), modality="RF", dose_rp_mgy=3000.0), exam("rf1", "heavy"),
+        dose("rf2", now - timedelta(hours=2), modality="RF", dose_rp_mgy=2500.0), exam("rf2", "heavy"),
+        dose("rf3", now - timedelta(hours=3), modality="RF", dose_rp_mgy=4900.0), exam("rf3", "light"),
+    )
+    sql = expand(QUERIES["alert.patient_cumulative_dose"].sql, QueryContext(now - timedelta(days=1), now, 1.0, {}))
+    assert db.query(sql, readonly=True).rows == [("s", "patients", "radiology", 1.0)]
