@@ -43,7 +43,7 @@ def run_up(args: argparse.Namespace) -> int:
     from infra.supervisor import Supervisor
 
     settings = load_settings(args.config)
-    sup = Supervisor(settings)
+    sup = Supervisor(settings, config_path=args.config)
     try:
         sup.start()
         log.info("radpulse is up — Ctrl-C stops everything")
@@ -139,7 +139,7 @@ def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("RADPULSE_STREAMS__IDLE_CLOSE_S", "20")
     settings = load_settings(args.config)
     idle = os.environ["RADPULSE_STREAMS__IDLE_CLOSE_S"]
-    sup = Supervisor(settings, extra_env={"RADPULSE_STREAMS__IDLE_CLOSE_S": idle})
+    sup = Supervisor(settings, extra_env={"RADPULSE_STREAMS__IDLE_CLOSE_S": idle}, config_path=args.config)
     try:
         sup.start()
         start = date.fromisoformat(args.start) if args.start else _last_weekday()
