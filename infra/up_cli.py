@@ -90,6 +90,14 @@ def _wait_for_exams(settings: Settings, expected: int, timeout_s: float) -> int:
     return done
 
 
+def busiest_hour_sql(timezone: str) -> str:
+    """The local hour (in `timezone`, the site's) in which most patient exams started, with their count."""
+    return f"""
+        SELECT toHour(toTimeZone(start_utc, '{timezone}')) AS hour, count() AS exams
+        FROM exams_latest WHERE status = 'complete' AND NOT not_patient AND start_utc IS NOT NULL
+        GROUP BY hour ORDER BY exams DESC, hour LIMIT 1"""
+
+
 def _overview(settings: Settings) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -109,10 +117,7 @@ def _overview(settings: Settings) -> None:
     for row in per_device.rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
-    busiest = query(settings, f"""
-        SELECT toHour(toTimeZone(start_utc, '{settings.site.timezone}')) AS hour, count() AS exams
-        FROM exams_latest WHERE status = 'complete' AND NOT not_patient AND start_utc IS NOT NULL
-        GROUP BY hour ORDER BY exams DESC, hour LIMIT 1""")
+    busiest = query(settings, busiest_hour_sql(settings.site.timezone))
     if busiest.rows:
         hour, n = busiest.rows[0]
         console.print(f"Busiest hour ({settings.site.timezone}): {int(hour):02d}:00–{int(hour) + 1:02d}:00 "

@@ -180,3 +180,14 @@ def test_cumulative_dose_alert_fires_for_a_patient_over_a_threshold(db: Database
     )
     sql = expand(QUERIES["alert.patient_cumulative_dose"].sql, QueryContext(now - timedelta(days=1), now, 1.0, {}))
     assert db.query(sql, readonly=True).rows == [("s", "patients", "radiology", 1.0)]
+
+
+def test_demo_busiest_hour_is_local(db: Database) -> None:
+    from infra.up_cli import busiest_hour_sql
+
+    # three exams start 01:xx UTC (09:xx in Asia/Shanghai), one at 03:10 UTC (11:10)
+    starts = [T0 + timedelta(minutes=m) for m in (5, 20, 40, 130)]
+    insert(db, *(Exam(exam_key=f"b{i}", site_id="s", version=1, status="complete", updated_at=T0, start_utc=t)
+                 for i, t in enumerate(starts)))
+    assert db.query(busiest_hour_sql("Asia/Shanghai")).rows == [(9, 3)]
+    assert db.query(busiest_hour_sql("UTC")).rows == [(1, 3)]
