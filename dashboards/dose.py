@@ -55,6 +55,11 @@ def dashboard() -> spec.Json:
                    description="Per patient pseudonym over the last 14 days ([dose] cumulative_window_days): CT "
                                "DLP and effective-dose proxy (DLP × k by exam type), DAP and reference-point "
                                "dose; over_threshold against the [dose] cumulative_* thresholds."),
+        spec.table("Fluoroscopy vs acquisition (medians per exam type)", q["dose.fluoro_acquisition"],
+                   grid(0, 40, 24, 7),
+                   description="From the reports' accumulated fluoroscopy and acquisition totals (else their "
+                               "events): DAP in Gy·cm², reference-point dose in mGy, fluoroscopy time in minutes, "
+                               "and the share of DAP given during fluoroscopy."),
     ]  # fmt: skip
     return spec.dashboard(UID, "radpulse · Dose & DRL", panels, time_from="now-30d", refresh="5m",
                           description="Patient dose against diagnostic reference levels.")

@@ -333,6 +333,22 @@ WHERE NOT d.not_patient AND $__timeFilter(d.start_utc)
 GROUP BY type, protocol
 ORDER BY type, dlp_p75 DESC, dap_p75 DESC
 """, ("type", "protocol", "exams", "dlp_p50", "dlp_p75", "ctdivol_p50", "ctdivol_p75", "dap_p50", "dap_p75")),
+    _q("dose.fluoro_acquisition", f"""
+SELECT exam_type AS type, count() AS exams,
+  round(quantileExactInclusive(0.5)(fluoro_time_s) / 60, 1) AS fluoro_min_p50,
+  round(quantileExactInclusive(0.5)(fluoro_dap_gy_cm2), 2) AS fluoro_dap_p50,
+  round(quantileExactInclusive(0.5)(acquisition_dap_gy_cm2), 2) AS acquisition_dap_p50,
+  round(quantileExactInclusive(0.5)(fluoro_dose_rp_mgy), 1) AS fluoro_rp_p50,
+  round(quantileExactInclusive(0.5)(acquisition_dose_rp_mgy), 1) AS acquisition_rp_p50,
+  round(100 * sum(fluoro_dap_gy_cm2) / sum(dap_total_gy_cm2), 0) AS fluoro_share_pct
+FROM exam_dose FINAL
+WHERE NOT not_patient AND $__timeFilter(start_utc)
+  AND (fluoro_dap_gy_cm2 IS NOT NULL OR acquisition_dap_gy_cm2 IS NOT NULL)
+  AND {DOSE_FILTERS}
+GROUP BY type
+ORDER BY type
+""", ("type", "exams", "fluoro_min_p50", "fluoro_dap_p50", "acquisition_dap_p50", "fluoro_rp_p50",
+      "acquisition_rp_p50", "fluoro_share_pct")),
     _q("dose.patient_cumulative", f"""
 SELECT substring(patient_pseudonym, 1, 10) AS patient, exams, arrayStringConcat(modalities, ', ') AS modalities,
   ct_dlp_mgy_cm, ct_effective_dose_msv, dap_gy_cm2, dose_rp_mgy, last_exam_utc AS last_exam,
