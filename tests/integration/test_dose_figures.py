@@ -75,6 +75,14 @@ def test_the_days_waits_per_device(db: Database) -> None:
     # arrival [10, 20, 30, 60]: mean 30; P50 at rank 1.5 → 25; P90 at rank 2.7 → 30 + 0.7 × 30 = 51
     # order [60, 120]: mean 90; P50 90; P90 at rank 0.9 → 60 + 0.9 × 60 = 114
     assert row == [(4, 30.0, 25.0, 51.0, 2, 90.0, 90.0, 114.0)]
+    # the same figures from the streams' pure function, so SQL and Python agree on the definition
+    from streams.utilization import WaitTime, summarize_waits
+
+    waits = [WaitTime(k, "CT01", "CT", 9, a and a * 60.0, o and o * 60.0, None)
+             for k, a, o in (("a", 10, 60), ("b", 20, 120), ("c", 30, None), ("d", 60, None), ("e", None, None))]
+    summary = summarize_waits(waits, "device")["CT01"]
+    assert (summary.arrival_n, summary.arrival_p50_s, summary.arrival_p90_s) == (4, 1500.0, 3060.0)
+    assert (summary.order_n, summary.order_p50_s, summary.order_p90_s) == (2, 5400.0, 6840.0)
 
 
 def test_patient_order_of_the_day(db: Database) -> None:
