@@ -57,7 +57,7 @@ DOSE_TOTALS_FIELDS: tuple[str, ...] = (
     "acquisition_dap_total_gy_cm2", "dose_rp_total_mgy", "fluoro_time_total_s", "acquisition_time_total_s",
     "agd_left_mgy", "agd_right_mgy", "agd_both_mgy",
 )  # fmt: skip
-# added by migration 0005 (InstanceEvent v2), so after dose_event_count: (report field, totals fields)
+# added by migration 0003 (InstanceEvent v2), so after dose_event_count: (report field, totals fields)
 DOSE_V2_REPORT_FIELDS: tuple[str, ...] = ("acquisition_device_type",)
 DOSE_V2_TOTALS_FIELDS: tuple[str, ...] = ("fluoro_dose_rp_total_mgy", "acquisition_dose_rp_total_mgy")
 INSTANCE_COLUMNS: tuple[str, ...] = (

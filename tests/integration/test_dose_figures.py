@@ -1,4 +1,4 @@
-"""The figures of migration 0005 on the real engine, each against a hand-computed expectation: local dose days,
+"""The figures of migration 0003 on the real engine, each against a hand-computed expectation: local dose days,
 the day's waits, the patient order of the day, patient cumulative dose, dose by protocol, likely causes."""
 
 from __future__ import annotations

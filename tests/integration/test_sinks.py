@@ -151,10 +151,8 @@ def test_a_second_folder_in_this_process_is_a_clear_error(db: Database, tmp_path
 def test_migrations_are_idempotent(db: Database) -> None:
     before = db.query("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version").rows
     tables = db.query("SHOW TABLES").rows
-    from sinks.migrate import discover
-
-    assert [r[:2] for r in before] == [(m.version, m.name) for m in discover()]  # every file, once, in order
-    assert (5, "dose_figures") in [r[:2] for r in before]
+    assert [r[:2] for r in before] == [(m.version, m.name) for m in discover()]
+    assert [r[:2] for r in before][:2] == [(1, "base"), (2, "dose_utilization")]
     assert migrate(db) == [] and migrate(db) == []
     assert db.query("SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version").rows == before
     assert db.query("SHOW TABLES").rows == tables
