@@ -11,7 +11,8 @@ Conventions (``tests/integration/test_dashboard_sql.py`` runs every query here t
 - **Device** means station name, else device id: ``coalesce(station_name, device_id)`` on exam, dose and instance
   tables, the ``device`` column on ``device_kpis``/``exam_timing`` (streams computes it the same way).
 - **Local days**: ``local_date`` columns (the site's day) are compared with ``LOCAL_DAYS``, the range's ends as
-  dates on the browser's (the hospital's) clock, never with ``$__dateFilter``, whose dates are UTC.
+  dates on the browser's (the hospital's) clock, never with ``$__dateFilter``, whose dates are UTC: ``_q``
+  rewrites a ``$__dateFilter(local_date)`` into ``LOCAL_DAYS``.
 - **"Now"** is ``$__toTime``, the end of the dashboard range (Grafana's ``now`` on a live wall display), so a
   panel shows the same thing for the same range, and the tests need no wall clock.
 - Versioned tables are read with ``FINAL`` (or through their ``*_latest`` views); QA/phantom exams
@@ -60,6 +61,8 @@ def where(**columns: str) -> str:
 
 def _q(name: str, sql: str, columns: tuple[str, ...], fmt: Literal["table", "timeseries"] = "table",
        **unfiltered: str) -> Query:
+    # a local_date is the site's day: it is compared with the range's local days, never the plugin's UTC dates
+    sql = sql.replace("$__dateFilter(local_date)", local_days("local_date"))
     return Query(name, sql.strip(), columns, fmt, tuple(sorted(unfiltered.items())))
 
 
@@ -140,7 +143,7 @@ UTILIZATION = [
     _q("utilization.utilization_over_time", f"""
 SELECT toDateTime(local_date) AS time, device, utilization_pct
 FROM device_kpis FINAL
-WHERE grain = 'day' AND {LOCAL_DAYS} AND utilization_pct IS NOT NULL
+WHERE grain = 'day' AND $__dateFilter(local_date) AND utilization_pct IS NOT NULL
   AND {KPI_FILTERS}
 ORDER BY time, device
 """, ("time", "device", "utilization_pct"), "timeseries", exam_type=NO_EXAM_TYPE_KPI),
@@ -150,7 +153,7 @@ SELECT device,
   round(sum(changeover_minutes) / 60, 1) AS changeover_h,
   round(sum(idle_minutes) / 60, 1) AS idle_h
 FROM device_kpis FINAL
-WHERE grain = 'day' AND {LOCAL_DAYS}
+WHERE grain = 'day' AND $__dateFilter(local_date)
   AND {KPI_FILTERS}
 GROUP BY device
 ORDER BY device
@@ -169,7 +172,7 @@ ORDER BY type
 SELECT ['Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat', 'Sun'][toDayOfWeek(local_date)] AS weekday,
   {_HOURS}
 FROM device_kpis FINAL
-WHERE grain = 'hour' AND {LOCAL_DAYS}
+WHERE grain = 'hour' AND $__dateFilter(local_date)
   AND {KPI_FILTERS}
 GROUP BY weekday
 ORDER BY min(toDayOfWeek(local_date))
@@ -198,7 +201,7 @@ SELECT device,
   round(sum(changeover_minutes), 1) AS changeover_min,
   round(sum(ifNull(coil_batching_minutes_saved, 0)), 1) AS batching_saves_min
 FROM device_kpis FINAL
-WHERE grain = 'day' AND modality = 'MR' AND {LOCAL_DAYS}
+WHERE grain = 'day' AND modality = 'MR' AND $__dateFilter(local_date)
   AND {KPI_FILTERS}
 GROUP BY device
 ORDER BY device

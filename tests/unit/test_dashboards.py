@@ -69,6 +69,14 @@ def test_time_range_variables_and_local_days() -> None:
         "1796486400000 2026-12-05T16:00:00.000Z 1796569200 1796486400000")
 
 
+def test_local_dates_are_never_compared_with_utc_dates() -> None:
+    on_local_date = [q for q in panels.QUERIES.values() if "local_date" in q.sql]
+    assert len(on_local_date) >= 6
+    for q in on_local_date:
+        assert "$__dateFilter(local_date)" not in q.sql, q.name
+    assert panels.LOCAL_DAYS in panels.QUERIES["utilization.hour_weekday"].sql
+
+
 def test_interval_is_at_least_one_second() -> None:
     ctx = QueryContext(T0, T1, 0.2, {})
     assert expand("$__interval_s $__timeInterval(t)", ctx) == "1 toStartOfInterval(toDateTime(t), INTERVAL 1 second)"
