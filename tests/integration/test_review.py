@@ -88,8 +88,12 @@ def test_verdicts_close_alerts_through_the_endpoint_and_directly(db: Database) -
 def test_review_list_shows_likely_causes_and_dose_cumulative_lists_patients(
     db: Database, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from infra.cli import main
     from schemas.events import Exam
+
+    try:  # the command line lives in cli/ once it moved out of infra/
+        from cli.main import main
+    except ImportError:
+        from infra.cli import main
 
     recent = datetime.now(UTC)
     for key, patient in (("e1", "p1"), ("e2", "p2")):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra.cli import build_parser
-from infra.supervisor import child_commands
 from schemas.config import load_settings
+
+try:  # the command line lives in cli/ once it moved out of infra/
+    from cli.main import build_parser
+    from cli.supervisor import child_commands
+except ImportError:
+    from infra.cli import build_parser
+    from infra.supervisor import child_commands
 
 
 def test_children_read_the_config_file_and_the_web_port(tmp_path: Path) -> None:
