@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     local.add_argument("--days", type=int, default=365, help="exams of the last N days (default 365)")
     local.add_argument("--min-exams", type=int, default=10, help="per device and exam type (default 10)")
     local.set_defaults(func=run_local_drls)
+    cumulative = dsub.add_parser("cumulative", help="patients over a [dose] cumulative_* threshold in the window")
+    cumulative.add_argument("--all", action="store_true", help="every patient with dose in the window")
+    cumulative.set_defaults(func=run_cumulative)
 
 
 def _print(columns: list[str], rows: list[list[object]], title: str) -> None:
@@ -55,8 +58,8 @@ def run_list(args: argparse.Namespace) -> int:
     answer = query(settings, f"""
         SELECT alert_id, toString(exam_start_utc) AS exam_start, station_name, exam_type, quantity,
                round(value, 2) AS value, round(drl_value, 2) AS drl, round(ratio, 2) AS ratio, unit, drl_table,
-               patient_age_years AS age, patient_weight_kg AS weight_kg, protocol, accession_token
-        FROM dose_alerts_open ORDER BY ratio DESC LIMIT {int(args.limit)}""")
+               patient_age_years AS age, patient_weight_kg AS weight_kg, protocol, likely_causes, accession_token
+        FROM dose_alerts_open_causes ORDER BY ratio DESC LIMIT {int(args.limit)}""")
     _print(answer.columns, answer.rows, f"open DRL exceedances ({len(answer.rows)} shown)")
     print("Reveal an accession at the hospital with `radpulse reveal TOKEN`; record a verdict with "
           "`radpulse review record ALERT_ID --verdict patient_size|repeat|protocol_issue|other --reviewer NAME`.")
@@ -95,4 +98,21 @@ def run_local_drls(args: argparse.Namespace) -> int:
         [[d.exam_type, d.quantity, d.p75_of_device_medians, d.p50, d.n_devices, d.n_exams] for d in result],
         f"local DRLs over the last {args.days} days (devices with ≥ {args.min_exams} exams of a type)",
     )
+    return 0
+
+
+def run_cumulative(args: argparse.Namespace) -> int:
+    from sinks.sql import query
+
+    d = load_settings(args.config).dose
+    over = (f"ifNull(ct_effective_dose_msv, 0) >= {d.cumulative_effective_dose_msv} OR ifNull(dose_rp_mgy, 0) >= "
+            f"{d.cumulative_dose_rp_mgy} OR ifNull(dap_gy_cm2, 0) >= {d.cumulative_dap_gy_cm2}")
+    answer = query(load_settings(args.config), f"""
+        SELECT patient_pseudonym, exams, arrayStringConcat(modalities, ',') AS modalities, ct_dlp_mgy_cm,
+               ct_effective_dose_msv, dap_gy_cm2, dose_rp_mgy, toString(last_exam_utc) AS last_exam
+        FROM patient_cumulative_dose(window_days={int(d.cumulative_window_days)})
+        WHERE {"1" if args.all else over} ORDER BY ct_effective_dose_msv DESC, dose_rp_mgy DESC LIMIT 200""")
+    _print(answer.columns, answer.rows, f"patient cumulative dose, last {d.cumulative_window_days} days "
+           f"(thresholds: {d.cumulative_effective_dose_msv} mSv, {d.cumulative_dose_rp_mgy} mGy RP, "
+           f"{d.cumulative_dap_gy_cm2} Gy·cm²)")
     return 0

@@ -75,10 +75,22 @@ def wait_port(host: str, port: int, timeout_s: float, what: str, child: Child | 
     raise RuntimeError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f}s; see its log")
 
 
+def child_commands(settings: Settings, config_path: str | None) -> list[tuple[str, list[str]]]:
+    """(name, argv) of each child: the same config file for all, the streams' web port from [streams] web_port."""
+    cli = [sys.executable, "-m", "cli.main"]
+    config = ["--config", config_path] if config_path else []
+    return [
+        ("sink", [*cli, *config, "sink"]),
+        ("streams", [*cli, *config, "streams", "--web-port", str(settings.streams.web_port)]),
+        ("edge", [*cli, *config, "edge"]),
+    ]
+
+
 @dataclass
 class Supervisor:
     settings: Settings
     extra_env: dict[str, str] = field(default_factory=dict)
+    config_path: str | None = None  # `radpulse --config FILE up`: every child reads the same FILE
     log_dir: Path = Path("radpulse-data/logs")
     broker: EmbeddedBroker | None = None
     children: list[Child] = field(default_factory=list)
@@ -99,14 +111,7 @@ class Supervisor:
             wait_for_kafka(s.kafka.bootstrap_servers, 30)
             log.info("Kafka: external broker at %s", s.kafka.bootstrap_servers)
         env = dict(os.environ) | self.extra_env
-        cli = [sys.executable, "-m", "cli.main"]
-        config = ["--config", os.environ["RADPULSE_CONFIG"]] if os.environ.get("RADPULSE_CONFIG") else []
-        specs = [
-            ("sink", [*cli, *config, "sink"]),
-            ("streams", [*cli, *config, "streams", "--web-port", "0"]),
-            ("edge", [*cli, *config, "edge"]),
-        ]
-        for name, argv in specs:
+        for name, argv in child_commands(s, self.config_path or os.environ.get("RADPULSE_CONFIG")):
             child = Child(name, argv, env, self.log_dir / f"{name}.log")
             child.start()
             self.children.append(child)

@@ -47,7 +47,7 @@ def run_up(args: argparse.Namespace) -> int:
         log.warning("%s\nSECURITY: [edge] allowed_calling_aes is empty, so ANY device that knows the AE title %s "
                     "can send to this node.\nList your modalities' AE titles there.\n%s", "!" * 100,
                     settings.edge.ae_title, "!" * 100)
-    sup = Supervisor(settings)
+    sup = Supervisor(settings, config_path=args.config)
     try:
         sup.start()
         log.info("radpulse is up — Ctrl-C stops everything")
@@ -94,6 +94,14 @@ def _wait_for_exams(settings: Settings, expected: int, timeout_s: float) -> int:
     return done
 
 
+def busiest_hour_sql(timezone: str) -> str:
+    """The local hour (in `timezone`, the site's) in which most patient exams started, with their count."""
+    return f"""
+        SELECT toHour(toTimeZone(start_utc, '{timezone}')) AS hour, count() AS exams
+        FROM exams_latest WHERE status = 'complete' AND NOT not_patient AND start_utc IS NOT NULL
+        GROUP BY hour ORDER BY exams DESC, hour LIMIT 1"""
+
+
 def _overview(settings: Settings) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -113,10 +121,7 @@ def _overview(settings: Settings) -> None:
     for row in per_device.rows:
         table.add_row(*[str(v) for v in row])
     console.print(table)
-    busiest = query(settings, f"""
-        SELECT toHour(toTimeZone(start_utc, '{settings.site.timezone}')) AS hour, count() AS exams
-        FROM exams_latest WHERE status = 'complete' AND NOT not_patient AND start_utc IS NOT NULL
-        GROUP BY hour ORDER BY exams DESC, hour LIMIT 1""")
+    busiest = query(settings, busiest_hour_sql(settings.site.timezone))
     if busiest.rows:
         hour, n = busiest.rows[0]
         console.print(f"Busiest hour ({settings.site.timezone}): {int(hour):02d}:00–{int(hour) + 1:02d}:00 "
@@ -146,7 +151,7 @@ def run_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("RADPULSE_STREAMS__IDLE_CLOSE_S", "20")
     settings = load_settings(args.config)
     idle = os.environ["RADPULSE_STREAMS__IDLE_CLOSE_S"]
-    sup = Supervisor(settings, extra_env={"RADPULSE_STREAMS__IDLE_CLOSE_S": idle})
+    sup = Supervisor(settings, extra_env={"RADPULSE_STREAMS__IDLE_CLOSE_S": idle}, config_path=args.config)
     try:
         sup.start()
         start = date.fromisoformat(args.start) if args.start else _last_weekday()

@@ -67,6 +67,11 @@ RULES: list[Rule] = [
          "{{ $labels.device }} ({{ $labels.site }}): new DRL exceedance",
          "{{ $values.A.Value }} exam(s) on {{ $labels.device }} exceeded a diagnostic reference level in the last "
          "10 minutes. Review them on the Dose & DRL dashboard."),
+    Rule("radpulse-patient-cumulative-dose", "Patient cumulative dose over threshold",
+         "alert.patient_cumulative_dose", "radpulse-dose", 86400, "gt", 0, "0s", "warning",
+         "{{ $labels.site }}: patients over the cumulative dose threshold",
+         "{{ $values.A.Value }} patient(s) examined in the last 24 h are over a cumulative dose threshold "
+         "([dose] cumulative_*) in the rolling window. See the Dose & DRL dashboard or `radpulse dose cumulative`."),
     Rule("radpulse-edge-silent", "Edge stopped sending", "alert.edge_silent", "radpulse-pipeline", 86400, "gt", 300,
          "5m", "critical",
          "Edge {{ $labels.device }} ({{ $labels.site }}) stopped sending",

@@ -45,8 +45,21 @@ def dashboard() -> spec.Dashboard:
                                "properties": [{"id": "custom.cellOptions", "value": {"type": "color-text"}},
                                               {"id": "mappings", "value": [
                                                   {"type": "value", "options": {"open": {"color": RED}}}]}]}],
-                   description="Latest exam version only. Reveal an accession at the hospital with "
-                               "`radpulse reveal TOKEN`."),
+                   description="Latest exam version only, with likely causes (large patient, more events or "
+                               "series than the type's median, unusual protocol, repeat within 24 h). Reveal an "
+                               "accession at the hospital with `radpulse reveal TOKEN`."),
+        spec.table("Dose by scan protocol within exam type", q["dose.by_protocol"], grid(0, 30, 12, 10),
+                   description="Median and P75 per protocol name (header protocol, else the report's first "
+                               "acquisition protocol): which protocol drives a type's P75."),
+        spec.table("Patient cumulative dose (rolling window)", q["dose.patient_cumulative"], grid(12, 30, 12, 10),
+                   description="Per patient pseudonym over the last 14 days ([dose] cumulative_window_days): CT "
+                               "DLP and effective-dose proxy (DLP × k by exam type), DAP and reference-point "
+                               "dose; over_threshold against the [dose] cumulative_* thresholds."),
+        spec.table("Fluoroscopy vs acquisition (medians per exam type)", q["dose.fluoro_acquisition"],
+                   grid(0, 40, 24, 7),
+                   description="From the reports' accumulated fluoroscopy and acquisition totals (else their "
+                               "events): DAP in Gy·cm², reference-point dose in mGy, fluoroscopy time in minutes, "
+                               "and the share of DAP given during fluoroscopy."),
     ]  # fmt: skip
     return spec.dashboard(UID, "radpulse · Dose & DRL", panels, time_from="now-30d", refresh="5m",
                           description="Patient dose against diagnostic reference levels.")

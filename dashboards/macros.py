@@ -5,7 +5,10 @@ order (the plugin's ``applyTemplateVariables``, then its Go backend):
 
 1. ``$__conditionalAll(condition, $var)`` → ``1=1`` when ``$var`` is *All* (or empty), else ``condition``
    (frontend, before variables; ``src/data/CHDatasource.ts`` ``applyConditionalAll``).
-2. Template variables: ``$var``, ``${var}``, ``${var:format}``, ``[[var]]``, ``[[var:format]]``. Formats
+2. Template variables: ``$var``, ``${var}``, ``${var:format}``, ``[[var]]``, ``[[var:format]]``; and the
+   global time range variables ``${__from}``/``${__to}`` (epoch ms), ``:date``/``:date:iso`` (UTC ISO 8601),
+   ``:date:seconds``, ``:date:<custom>`` (YYYY, MM, DD, HH, mm, ss in the *browser's* time zone: the hospital's,
+   so ``${__from:date:YYYY-MM-DD}`` is the local day a person means by "today"). Formats
    ``singlequote`` (``'a','b'``, ``'`` → ``\\'``), ``sqlstring`` (``'a','b'``, ``'`` → ``''``), ``doublequote``,
    ``csv``, ``raw``; no format = the plugin's own: several values → ``'a','b'``, one value of a single-value
    variable → as is. *All* without a custom all value expands to every option. Unknown names stay as written.
@@ -32,6 +35,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 
 class MacroError(ValueError):
@@ -67,6 +71,7 @@ class QueryContext:
     time_to: datetime
     interval_s: float = 60.0
     variables: Mapping[str, Selection] | None = None
+    browser_timezone: str = "UTC"  # where the dashboard is open: custom date formats of ${__from:date:…} use it
 
     def __post_init__(self) -> None:
         for t in (self.time_from, self.time_to):
@@ -133,12 +138,34 @@ def _format(values: tuple[str, ...], fmt: str | None, sel: Selection, name: str)
     raise MacroError(f"${{{name}:{fmt}}}: unsupported format; use singlequote, sqlstring, doublequote, csv or raw")
 
 
-def interpolate_variables(sql: str, variables: Mapping[str, Selection]) -> str:
+_MOMENT = (("YYYY", "%Y"), ("MM", "%m"), ("DD", "%d"), ("HH", "%H"), ("mm", "%M"), ("ss", "%S"))
+
+
+def time_range_variable(t: datetime, fmt: str | None, browser_timezone: str = "UTC") -> str:
+    """``${__from}`` / ``${__to}`` with Grafana's date formats (public/app/features/templating: formatters)."""
+    if fmt is None:
+        return str(math.floor(t.timestamp() * 1000))
+    if fmt in ("date", "date:iso"):
+        return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    if fmt == "date:seconds":
+        return str(math.floor(t.timestamp()))
+    if fmt.startswith("date:"):
+        out = fmt.removeprefix("date:")
+        local = t.astimezone(ZoneInfo(browser_timezone))
+        for token, code in _MOMENT:
+            out = out.replace(token, local.strftime(code))
+        return out
+    raise MacroError(f"${{__from:{fmt}}}: unsupported format; use date, date:iso, date:seconds or date:<pattern>")
+
+
+def interpolate_variables(sql: str, variables: Mapping[str, Selection], ctx: QueryContext | None = None) -> str:
     """Pass 2: Grafana's template replacement of the dashboard variables; other ``$names`` stay."""
 
     def repl(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2) or m.group(4)
         fmt = m.group(3) or m.group(5)
+        if ctx is not None and name in ("__from", "__to"):
+            return time_range_variable(ctx.time_from if name == "__from" else ctx.time_to, fmt, ctx.browser_timezone)
         if name not in variables:
             return m.group(0)
         sel = variables[name]
@@ -230,4 +257,4 @@ def expand_backend_macros(sql: str, ctx: QueryContext) -> str:
 def expand(sql: str, ctx: QueryContext) -> str:
     """The SQL ClickHouse receives for ``sql`` under ``ctx``: conditionalAll, variables, then backend macros."""
     variables = ctx.variables or {}
-    return expand_backend_macros(interpolate_variables(apply_conditional_all(sql, variables), variables), ctx)
+    return expand_backend_macros(interpolate_variables(apply_conditional_all(sql, variables), variables, ctx), ctx)

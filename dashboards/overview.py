@@ -31,9 +31,12 @@ def dashboard() -> spec.Dashboard:
         spec.stat("Ingest (images/min)", q["overview.ingest_rate"], grid(20, 0, 4, 9), unit="none", decimals=1,
                   steps=thresholds((None, ORANGE), (0.1, GREEN)),
                   description="Instances that reached ClickHouse in the last 5 minutes, per minute."),
-        spec.stat("Exams today per device", q["overview.exams_today_per_device"], grid(0, 9, 24, 17), unit="none",
+        spec.stat("Exams today per device", q["overview.exams_today_per_device"], grid(0, 9, 24, 12), unit="none",
                   per_row=True, steps=thresholds((None, BLUE)),
                   description="Patient exams started today, per device (station name, else device id)."),
+        spec.stat("Arrival → start today: P50, P90 (min) and count", q["overview.waits_today"], grid(0, 21, 24, 6),
+                  unit="none", decimals=1, steps=thresholds((None, GREEN), (20, ORANGE), (40, RED)),
+                  description="Today's (local day) patient waits from arrival to exam start, all devices."),
     ]  # fmt: skip
     return spec.dashboard(UID, "radpulse · Overview", panels, time_from="now/d", refresh="10s",
                           description="Wall display: open with ?kiosk. Today so far, refreshed every 10 s.",

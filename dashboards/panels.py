@@ -10,6 +10,9 @@ Conventions (``tests/integration/test_dashboard_sql.py`` runs every query here t
   Benchmark dashboard's site variable is single-value: "this site" must be one site.
 - **Device** means station name, else device id: ``coalesce(station_name, device_id)`` on exam, dose and instance
   tables, the ``device`` column on ``device_kpis``/``exam_timing`` (streams computes it the same way).
+- **Local days**: ``local_date`` columns (the site's day) are compared with ``LOCAL_DAYS``, the range's ends as
+  dates on the browser's (the hospital's) clock, never with ``$__dateFilter``, whose dates are UTC: ``_q``
+  rewrites a ``$__dateFilter(local_date)`` into ``LOCAL_DAYS``.
 - **"Now"** is ``$__toTime``, the end of the dashboard range (Grafana's ``now`` on a live wall display), so a
   panel shows the same thing for the same range, and the tests need no wall clock.
 - Versioned tables are read with ``FINAL`` (or through their ``*_latest`` views); QA/phantom exams
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from schemas.config import DoseSettings
 
 VARIABLES: tuple[str, ...] = ("site", "modality", "device", "exam_type")
 DEVICE = "coalesce(station_name, device_id)"  # the device key on exam, dose and instance tables
@@ -56,12 +61,24 @@ def where(**columns: str) -> str:
 
 def _q(name: str, sql: str, columns: tuple[str, ...], fmt: Literal["table", "timeseries"] = "table",
        **unfiltered: str) -> Query:
+    # a local_date is the site's day: it is compared with the range's local days, never the plugin's UTC dates
+    sql = sql.replace("$__dateFilter(local_date)", local_days("local_date"))
     return Query(name, sql.strip(), columns, fmt, tuple(sorted(unfiltered.items())))
 
 
+
+
+def local_days(column: str) -> str:
+    """``column`` (a local date) within the dashboard range's first and last local day."""
+    return (f"{column} >= toDate('${{__from:date:YYYY-MM-DD}}') "
+            f"AND {column} <= toDate('${{__to:date:YYYY-MM-DD}}')")
+
+
+LOCAL_DAYS = local_days("local_date")
 ALL_FILTERS = where(site="site_id", modality="modality", device=DEVICE, exam_type="exam_type")
 TIMING_FILTERS = where(site="site_id", modality="modality", device="device", exam_type="exam_type")
 KPI_FILTERS = where(site="site_id", modality="modality", device="device")
+PER_DEVICE_DAY = "the day's waits and patient order are per device (one modality each): filter by device"
 NO_EXAM_TYPE_KPI = "device KPIs are per device and time, not per exam type"
 NO_EXAM_TYPE_INSTANCE = "instances carry no exam type (streams assigns it when it assembles the exam)"
 EDGE_ONLY = "edge heartbeats are per edge (one per hospital network), not per device, modality or exam type"
@@ -85,6 +102,14 @@ WHERE start_utc > $__toTime - INTERVAL 1 HOUR AND start_utc <= $__toTime
   AND arrival_to_start_s IS NOT NULL AND NOT not_patient
   AND {TIMING_FILTERS}
 """, ("wait_min",)),
+    _q("overview.waits_today", f"""
+SELECT round(quantileExactInclusive(0.5)(arrival_to_start_s) / 60, 1) AS p50_min,
+  round(quantileExactInclusive(0.9)(arrival_to_start_s) / 60, 1) AS p90_min,
+  count(arrival_to_start_s) AS waits
+FROM exam_timing FINAL
+WHERE {LOCAL_DAYS} AND NOT not_patient AND NOT discontinued
+  AND {TIMING_FILTERS}
+""", ("p50_min", "p90_min", "waits")),
     _q("overview.ct_within_drl_today", f"""
 SELECT round(100 * countIf({LATEST_DOSE_VERSION}) / count(), 1) AS pct_within_drl
 FROM exam_dose AS d FINAL
@@ -184,6 +209,28 @@ WHERE grain = 'day' AND modality = 'MR' AND $__dateFilter(local_date)
 GROUP BY device
 ORDER BY device
 """, ("device", "coil_changes", "changeover_min", "batching_saves_min"), exam_type=NO_EXAM_TYPE_KPI),
+    _q("utilization.waits_daily", f"""
+SELECT toString(local_date) AS day, device,
+  arrival_n, arrival_mean_min, arrival_p50_min, arrival_p90_min,
+  order_n, order_mean_min, order_p50_min, order_p90_min
+FROM waits_daily
+WHERE {LOCAL_DAYS}
+  AND {where(site="site_id", device="device")}
+ORDER BY day DESC, device
+""", ("day", "device", "arrival_n", "arrival_mean_min", "arrival_p50_min", "arrival_p90_min", "order_n",
+      "order_mean_min", "order_p50_min", "order_p90_min"), modality=PER_DEVICE_DAY, exam_type=PER_DEVICE_DAY),
+    _q("utilization.patient_order", f"""
+SELECT toString(local_date) AS day, device, taken, arrived,
+  if(arrived IS NOT NULL AND arrived > taken, 'taken ahead', '') AS note,
+  exam_type AS type, start_utc AS start,
+  arrival_wait_min, order_wait_min, substring(ifNull(patient_pseudonym, ''), 1, 10) AS patient
+FROM patient_order_daily
+WHERE {LOCAL_DAYS}
+  AND {where(site="site_id", device="device", exam_type="exam_type")}
+ORDER BY day DESC, device, taken
+LIMIT 1000
+""", ("day", "device", "taken", "arrived", "note", "type", "start", "arrival_wait_min", "order_wait_min",
+      "patient"), modality=PER_DEVICE_DAY),
 ]
 
 # -------------------------------------------------------------------------------------------------------- dose
@@ -227,6 +274,15 @@ _PER_DEVICE_VALUES = "\n  UNION ALL\n  ".join(
     for q, c in DOSE_QUANTITIES.items()
 )
 LOCAL_DRL_MIN_EXAMS = 10  # per device, as streams/drl.py local_drls
+# the rolling window and thresholds of patient cumulative dose: the [dose] defaults (static dashboards; the CLI
+# `radpulse dose cumulative` reads the configured ones)
+CUMULATIVE = DoseSettings()
+OVER_CUMULATIVE_THRESHOLD = (
+    f"(ifNull(ct_effective_dose_msv, 0) >= {CUMULATIVE.cumulative_effective_dose_msv}"
+    f" OR ifNull(dose_rp_mgy, 0) >= {CUMULATIVE.cumulative_dose_rp_mgy}"
+    f" OR ifNull(dap_gy_cm2, 0) >= {CUMULATIVE.cumulative_dap_gy_cm2})"
+)
+PATIENT_SPAN = "a patient's cumulative dose spans devices, modalities and exam types over a rolling window"
 
 DOSE = [
     *(_distribution(q, c) for q, c in DOSE_QUANTITIES.items()),
@@ -244,8 +300,10 @@ ORDER BY time
 SELECT a.created_at AS created, coalesce(a.station_name, a.device_id, 'unknown') AS dev, a.exam_type AS type,
   a.quantity AS quantity, round(a.value, 2) AS value, a.unit AS unit, a.drl_value AS drl, round(a.ratio, 2) AS ratio,
   a.drl_table AS drl_table, a.accession_token AS accession_token,
-  if(r.alert_id = '', 'open', r.verdict) AS review, r.reviewer AS reviewer, r.comment AS comment
+  if(r.alert_id = '', 'open', r.verdict) AS review, r.reviewer AS reviewer, r.comment AS comment,
+  c.likely_causes AS likely_causes
 FROM dose_alerts AS a FINAL
+LEFT JOIN dose_alert_causes AS c ON c.alert_id = a.alert_id
 LEFT JOIN (
   SELECT alert_id, argMax(verdict, reviewed_at) AS verdict, argMax(reviewer, reviewed_at) AS reviewer,
     argMax(comment, reviewed_at) AS comment
@@ -259,7 +317,54 @@ WHERE $__timeFilter(a.created_at) AND NOT a.not_patient
 ORDER BY a.created_at DESC
 LIMIT 500
 """, ("created", "dev", "type", "quantity", "value", "unit", "drl", "ratio", "drl_table", "accession_token",
-      "review", "reviewer", "comment")),
+      "review", "reviewer", "comment", "likely_causes")),
+    _q("dose.by_protocol", f"""
+SELECT d.exam_type AS type, coalesce(d.protocol, nullIf(p.protocol, ''), '(none)') AS protocol, count() AS exams,
+  round(quantileExactInclusive(0.5)(d.dlp_total_mgy_cm), 1) AS dlp_p50,
+  round(quantileExactInclusive(0.75)(d.dlp_total_mgy_cm), 1) AS dlp_p75,
+  round(quantileExactInclusive(0.5)(d.ctdivol_max_mgy), 2) AS ctdivol_p50,
+  round(quantileExactInclusive(0.75)(d.ctdivol_max_mgy), 2) AS ctdivol_p75,
+  round(quantileExactInclusive(0.5)(d.dap_total_gy_cm2), 3) AS dap_p50,
+  round(quantileExactInclusive(0.75)(d.dap_total_gy_cm2), 3) AS dap_p75
+FROM exam_dose AS d FINAL
+LEFT JOIN (
+  SELECT study_pseudonym AS exam_key, argMin(acquisition_protocol, event_time) AS protocol
+  FROM irradiation_events
+  WHERE acquisition_protocol IS NOT NULL AND acquisition_type IS DISTINCT FROM 'CONSTANT_ANGLE'
+  GROUP BY study_pseudonym
+) AS p ON p.exam_key = d.exam_key
+WHERE NOT d.not_patient AND $__timeFilter(d.start_utc)
+  AND {where(site="d.site_id", modality="d.modality", device="coalesce(d.station_name, d.device_id)",
+             exam_type="d.exam_type")}
+GROUP BY type, protocol
+ORDER BY type, dlp_p75 DESC, dap_p75 DESC
+""", ("type", "protocol", "exams", "dlp_p50", "dlp_p75", "ctdivol_p50", "ctdivol_p75", "dap_p50", "dap_p75")),
+    _q("dose.fluoro_acquisition", f"""
+SELECT exam_type AS type, count() AS exams,
+  round(quantileExactInclusive(0.5)(fluoro_time_s) / 60, 1) AS fluoro_min_p50,
+  round(quantileExactInclusive(0.5)(fluoro_dap_gy_cm2), 2) AS fluoro_dap_p50,
+  round(quantileExactInclusive(0.5)(acquisition_dap_gy_cm2), 2) AS acquisition_dap_p50,
+  round(quantileExactInclusive(0.5)(fluoro_dose_rp_mgy), 1) AS fluoro_rp_p50,
+  round(quantileExactInclusive(0.5)(acquisition_dose_rp_mgy), 1) AS acquisition_rp_p50,
+  round(100 * sum(fluoro_dap_gy_cm2) / sum(dap_total_gy_cm2), 0) AS fluoro_share_pct
+FROM exam_dose FINAL
+WHERE NOT not_patient AND $__timeFilter(start_utc)
+  AND (fluoro_dap_gy_cm2 IS NOT NULL OR acquisition_dap_gy_cm2 IS NOT NULL)
+  AND {DOSE_FILTERS}
+GROUP BY type
+ORDER BY type
+""", ("type", "exams", "fluoro_min_p50", "fluoro_dap_p50", "acquisition_dap_p50", "fluoro_rp_p50",
+      "acquisition_rp_p50", "fluoro_share_pct")),
+    _q("dose.patient_cumulative", f"""
+SELECT substring(patient_pseudonym, 1, 10) AS patient, exams, arrayStringConcat(modalities, ', ') AS modalities,
+  ct_dlp_mgy_cm, ct_effective_dose_msv, dap_gy_cm2, dose_rp_mgy, last_exam_utc AS last_exam,
+  {OVER_CUMULATIVE_THRESHOLD} AS over_threshold
+FROM patient_cumulative_dose(window_days={CUMULATIVE.cumulative_window_days})
+WHERE {where(site="site_id")}
+ORDER BY over_threshold DESC, ct_effective_dose_msv DESC, dose_rp_mgy DESC
+LIMIT 50
+""", ("patient", "exams", "modalities", "ct_dlp_mgy_cm", "ct_effective_dose_msv", "dap_gy_cm2", "dose_rp_mgy",
+      "last_exam", "over_threshold"), modality=PATIENT_SPAN, device=PATIENT_SPAN, exam_type=PATIENT_SPAN),
     _q("dose.local_vs_national", f"""
 SELECT m.exam_type AS type, m.quantity AS quantity, count() AS devices, sum(m.n) AS exams,
   round(quantileExactInclusive(0.75)(m.device_median), 2) AS local_drl,
@@ -457,6 +562,12 @@ SELECT site_id AS site, coalesce(station_name, device_id, 'unknown') AS device,
 FROM dose_alerts FINAL
 WHERE $__timeFilter(created_at) AND NOT not_patient
 GROUP BY site, device, department
+""", ALERT_COLUMNS),
+    _q("alert.patient_cumulative_dose", f"""
+SELECT site_id AS site, 'patients' AS device, '{DEFAULT_DEPARTMENT}' AS department,
+  toFloat64(countIf($__timeFilter(last_exam_utc) AND {OVER_CUMULATIVE_THRESHOLD})) AS value
+FROM patient_cumulative_dose(window_days={CUMULATIVE.cumulative_window_days})
+GROUP BY site
 """, ALERT_COLUMNS),
     _q("alert.edge_silent", f"""
 SELECT site_id AS site, edge_id AS device, '{INFRA_DEPARTMENT}' AS department,

@@ -39,6 +39,15 @@ def dashboard() -> spec.Dashboard:
                                            color_override("batching_saves_min", "green")],
                       description="Minutes of changeover the day's MR exams would have saved had same-coil exams "
                                   "been scheduled back to back."),
+        spec.table("The day's waits per device (min)", q["utilization.waits_daily"], grid(0, 27, 24, 8), unit="m",
+                   overrides=[spec.unit_override(c, "none") for c in ("day", "device", "arrival_n", "order_n")],
+                   description="Per device and local day: arrival → start and order → start, mean, P50 and P90 "
+                               "(linear interpolation) and how many exams had each."),
+        spec.table("Patient order of the day", q["utilization.patient_order"], grid(0, 35, 24, 12),
+                   overrides=[spec.unit_override(c, "m") for c in ("arrival_wait_min", "order_wait_min")],
+                   description="Who was taken in which order (taken) against the order of arrival (arrived); "
+                               "'taken ahead' marks a patient taken before someone who arrived earlier. Patient "
+                               "is the pseudonym's start; reveal an accession at the hospital."),
     ]  # fmt: skip
     return spec.dashboard(UID, "radpulse · Utilization", panels, time_from="now-30d", refresh="5m",
                           description="Device utilization, changeovers and exam durations.")

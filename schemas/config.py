@@ -257,6 +257,17 @@ class DoseSettings:
         ["UK-NDRL-2022"],
         "Which national DRL tables apply (table_id column), e.g. IE-2012, or a national table once its values are in.",
     )
+    cumulative_window_days: int = _setting(14, "Patient cumulative dose: the rolling window in days.", _positive)
+    cumulative_effective_dose_msv: float = _setting(
+        50.0, "Patient cumulative dose alert: CT effective-dose proxy (DLP × k by exam type) in mSv.", _positive
+    )
+    cumulative_dose_rp_mgy: float = _setting(
+        5000.0, "Patient cumulative dose alert: fluoroscopy reference-point air kerma in mGy (5 Gy: skin follow-up).",
+        _positive,
+    )
+    cumulative_dap_gy_cm2: float = _setting(
+        500.0, "Patient cumulative dose alert: DAP in Gy·cm² (RF/DX/XA).", _positive
+    )
 
 
 @dataclass(frozen=True)

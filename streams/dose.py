@@ -376,7 +376,7 @@ def _clustered_total(reports: list[dict[str, Any]], total_key: str) -> float | N
         for g in _groups(reports)
         if any(r["totals"].get(total_key) is not None for r in g)
     ]
-    return sum(best) if best else None
+    return math.fsum(best) if best else None
 
 
 def _report_quantity(
@@ -412,7 +412,7 @@ def _report_quantity(
             rest = _clustered_total(uncovered, total_key)
             if rest is not None:
                 parts.append(rest)
-    return sum(parts) if parts else None
+    return math.fsum(parts) if parts else None  # exactly rounded: the same total whatever the arrival order
 
 
 def _ctdi_groups(items: list[tuple[float, str | None]]) -> tuple[PhantomCtdi, ...]:

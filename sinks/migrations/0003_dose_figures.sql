@@ -121,7 +121,8 @@ SELECT
     round(sum(dlp_mgy_cm), 1) AS ct_dlp_mgy_cm,
     round(sum(effective_dose_msv), 2) AS ct_effective_dose_msv,
     round(sum(dap_gy_cm2), 3) AS dap_gy_cm2,
-    round(sum(dose_rp_mgy), 1) AS dose_rp_mgy
+    round(sum(dose_rp_mgy), 1) AS dose_rp_mgy,
+    round(sum(agd_mgy), 2) AS mg_agd_mgy
 FROM patient_exam_dose
 WHERE start_utc >= now64(6, 'UTC') - toIntervalDay({window_days:UInt32})
 GROUP BY site_id, patient_pseudonym;

@@ -61,6 +61,7 @@ DEVICES = [
     Device("MR1", "MR", ("MR_BRAIN", "MR_BRAIN", "MR_KNEE"), 8),  # same-coil and coil-change changeovers
     Device("DX1", "DX", ("DX_CHEST",), 12),
     Device("MG1", "MG", ("MG_SCREENING",), 6),
+    Device("RF1", "RF", ("RF_UPPER_GI",), 4),
 ]
 DRL = [  # table_id, exam_type, quantity, value, unit, phantom
     ("UK-NDRL-2022", "CT_HEAD", "CTDIVOL", 47.0, "mGy", "HEAD16"),
@@ -84,7 +85,11 @@ def _dose(exam_type: str, k: int) -> dict[str, Any]:
         case "CT_ABDOMEN_PELVIS":
             return {"ctdivol_max_mgy": 9 * f, "dlp_total_mgy_cm": 480 * f, "ctdivol_phantom": "BODY32"}
         case "DX_CHEST":
-            return {"dap_total_gy_cm2": 0.08 * f}
+            return {"dap_total_gy_cm2": 0.08 * f, "dose_rp_mgy": 0.3 * f}
+        case "RF_UPPER_GI":  # fluoroscopy 1.2 + acquisition 0.8 Gy·cm² (× f), reference point likewise
+            return {"dap_total_gy_cm2": 2.0 * f, "fluoro_dap_gy_cm2": 1.2 * f, "acquisition_dap_gy_cm2": 0.8 * f,
+                    "dose_rp_mgy": 20.0 * f, "fluoro_dose_rp_mgy": 12.0 * f, "acquisition_dose_rp_mgy": 8.0 * f,
+                    "fluoro_time_s": 180.0 * f}
         case "MG_SCREENING":
             return {"agd_max_breast_mgy": 1.5 * f, "agd_left_mgy": 1.4 * f, "agd_right_mgy": 1.5 * f}
     return {}
@@ -126,7 +131,7 @@ def build_events() -> list[object]:
                 arrival_to_start_s=600.0 + 60 * (k % 5), arrival_kind="HL7", order_to_start_s=86400.0,
             ))  # fmt: skip
             coil, prev_end = new_coil, end
-            if dev.modality in ("CT", "DX", "MG") and not last:
+            if dev.modality in ("CT", "DX", "MG", "RF") and not last:
                 events.append(ExamDose(
                     exam_key=key, site_id=SITE, version=2, updated_at=end + timedelta(minutes=3), source="REPORT",
                     device_id=f"dev-{dev.station}", station_name=dev.station, modality=dev.modality,
@@ -288,7 +293,7 @@ def check(query: panels.Query, result: Any) -> None:
 def test_variable_queries_list_the_data(filled: Database, all_selected: dict[str, Selection]) -> None:
     assert all_selected["site"].options == (SITE,)  # peers only contribute exam_dose rows to the benchmark
     assert set(all_selected["device"].options) >= {d.station for d in DEVICES}
-    assert set(all_selected["modality"].options) == {"CT", "MR", "DX", "MG"}
+    assert set(all_selected["modality"].options) == {"CT", "MR", "DX", "MG", "RF"}
     assert "CT_HEAD" in all_selected["exam_type"].options
     narrowed = options(filled, "device", {"site": Selection.of(SITE), "modality": Selection.of("MR")})
     assert narrowed == ("MR1",)
@@ -334,7 +339,7 @@ def test_overview_numbers(filled: Database, all_selected: dict[str, Selection]) 
 
     assert value("overview.open_exceedances") == 1  # al-13; al-6 was reviewed
     assert value("overview.exams_in_progress") == len(DEVICES)  # each device's last exam
-    assert value("overview.ingest_rate") == 2.0  # 10 instances in the last 5 minutes
+    assert value("overview.ingest_rate") == 2 * len(DEVICES) / 5  # 2 instances per device in the last 5 minutes
     assert 0 < value("overview.ct_within_drl_today") < 100
     assert 10 <= value("overview.mean_wait_now") <= 14
 
@@ -389,6 +394,7 @@ EXPECTED_FIRING = {
     "alert.edge_silent": {(SITE, "edge-2")},  # silent for an hour
     "alert.spool_growing": {(SITE, "edge-1")},  # +1 event a minute for 30 minutes
     "alert.consumer_lag": set(),  # newest instance 2 min behind the edge: under the 5 min threshold
+    "alert.patient_cumulative_dose": set(),  # one exam per patient, all under the thresholds
 }
 
 
@@ -415,3 +421,11 @@ def test_cluster_ddl_parses(filled: Database) -> None:
         assert formatted.startswith("INSERT") or "ON CLUSTER radpulse_cluster" in formatted, formatted
         parsed += 1
     assert parsed > 20
+
+
+def test_fluoroscopy_share_of_dap(filled: Database, all_selected: dict[str, Selection]) -> None:
+    result = run(filled, panels.QUERIES["dose.fluoro_acquisition"], all_selected)
+    [row] = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    # three complete RF exams (k = 0, 1, 2: f = 0.5, 0.6, 0.7): fluoro DAP 1.2 f → median 0.72; share 1.2 / 2 = 60 %
+    assert (row["type"], row["exams"], row["fluoro_dap_p50"], row["fluoro_share_pct"]) == ("RF_UPPER_GI", 3, 0.72, 60)
+    assert row["acquisition_rp_p50"] == 4.8 and row["fluoro_min_p50"] == 1.8  # 8 × 0.6; 180 s × 0.6 = 108 s

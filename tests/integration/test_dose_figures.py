@@ -75,6 +75,14 @@ def test_the_days_waits_per_device(db: Database) -> None:
     # arrival [10, 20, 30, 60]: mean 30; P50 at rank 1.5 → 25; P90 at rank 2.7 → 30 + 0.7 × 30 = 51
     # order [60, 120]: mean 90; P50 90; P90 at rank 0.9 → 60 + 0.9 × 60 = 114
     assert row == [(4, 30.0, 25.0, 51.0, 2, 90.0, 90.0, 114.0)]
+    # the same figures from the streams' pure function, so SQL and Python agree on the definition
+    from streams.utilization import WaitTime, summarize_waits
+
+    waits = [WaitTime(k, "CT01", "CT", 9, a and a * 60.0, o and o * 60.0, None)
+             for k, a, o in (("a", 10, 60), ("b", 20, 120), ("c", 30, None), ("d", 60, None), ("e", None, None))]
+    summary = summarize_waits(waits, "device")["CT01"]
+    assert (summary.arrival_n, summary.arrival_p50_s, summary.arrival_p90_s) == (4, 1500.0, 3060.0)
+    assert (summary.order_n, summary.order_p50_s, summary.order_p90_s) == (2, 5400.0, 6840.0)
 
 
 def test_patient_order_of_the_day(db: Database) -> None:
@@ -165,3 +173,32 @@ def test_likely_causes_of_an_exceedance(db: Database) -> None:
         "al-x": "large patient; more events (9 vs median 4); unusual protocol; repeat within 24 h",
         "al-n0": "",
     }
+
+
+def test_cumulative_dose_alert_fires_for_a_patient_over_a_threshold(db: Database) -> None:
+    from dashboards.macros import QueryContext, expand
+    from dashboards.panels import QUERIES
+
+    now = datetime.now(UTC)
+    insert(
+        db,  # two RF procedures of one patient: 3000 + 2500 mGy at the reference point ≥ 5000 mGy (5 Gy)
+        dose("rf1", now - timedelta(days=5), modality="RF", dose_rp_mgy=3000.0), exam("rf1", "heavy"),
+        dose("rf2", now - timedelta(hours=2), modality="RF", dose_rp_mgy=2500.0), exam("rf2", "heavy"),
+        dose("rf3", now - timedelta(hours=3), modality="RF", dose_rp_mgy=4900.0), exam("rf3", "light"),
+    )
+    sql = expand(QUERIES["alert.patient_cumulative_dose"].sql, QueryContext(now - timedelta(days=1), now, 1.0, {}))
+    assert db.query(sql, readonly=True).rows == [("s", "patients", "radiology", 1.0)]
+
+
+def test_demo_busiest_hour_is_local(db: Database) -> None:
+    try:  # the command line lives in cli/ once it moved out of infra/
+        from cli.up_cli import busiest_hour_sql
+    except ImportError:
+        from infra.up_cli import busiest_hour_sql
+
+    # three exams start 01:xx UTC (09:xx in Asia/Shanghai), one at 03:10 UTC (11:10)
+    starts = [T0 + timedelta(minutes=m) for m in (5, 20, 40, 130)]
+    insert(db, *(Exam(exam_key=f"b{i}", site_id="s", version=1, status="complete", updated_at=T0, start_utc=t)
+                 for i, t in enumerate(starts)))
+    assert db.query(busiest_hour_sql("Asia/Shanghai")).rows == [(9, 3)]
+    assert db.query(busiest_hour_sql("UTC")).rows == [(1, 3)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import uuid
@@ -82,3 +83,29 @@ def test_verdicts_close_alerts_through_the_endpoint_and_directly(db: Database) -
     assert query(settings, "SELECT count() FROM dose_alerts_open").rows == [[0]]
     verdicts = query(settings, "SELECT alert_id, verdict, comment FROM dose_reviews FINAL ORDER BY alert_id").rows
     assert verdicts == [["a1", "patient_size", "BMI 41"], ["a2", "protocol_issue", "check mA"]]
+
+
+def test_review_list_shows_likely_causes_and_dose_cumulative_lists_patients(
+    db: Database, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import main
+    from schemas.events import Exam
+
+    recent = datetime.now(UTC)
+    for key, patient in (("e1", "p1"), ("e2", "p2")):
+        insert(db, ExamDose(exam_key=key, site_id="site-1", version=2, updated_at=NOW, source="REPORT",
+                            exam_type="CT_HEAD", start_utc=recent, dlp_total_mgy_cm=30000.0, event_count=4))
+        insert(db, Exam(exam_key=key, site_id="site-1", version=2, status="complete", updated_at=NOW,
+                        patient_pseudonym=patient, start_utc=recent, series_count=2))
+    insert(db, dataclasses.replace(alert(1), patient_weight_kg=120.0))
+    monkeypatch.setenv("RADPULSE_CONFIG", os.devnull)
+    monkeypatch.setenv("RADPULSE_CLICKHOUSE__URL", f"chdb://{db.target.path}?database={db.database}")
+    monkeypatch.setenv("RADPULSE_CLICKHOUSE__QUERY_PORT", str(free_port()))
+    monkeypatch.setenv("COLUMNS", "400")
+    assert main(["review", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "large patient" in listed  # 120 kg ≥ 90 kg
+    assert main(["dose", "cumulative"]) == 0
+    out = capsys.readouterr().out
+    # 30000 mGy·cm × 0.0021 (head) = 63 mSv ≥ 50 mSv: both patients are over the default threshold
+    assert "p1" in out and "p2" in out and "63" in out

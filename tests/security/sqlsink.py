@@ -22,7 +22,7 @@ from edge_ingest.keys import load_keys
 
 REPO = Path(__file__).resolve().parents[2]
 # the `radpulse` entry point: cli/main.py once the CLI moved out of infra/, infra/cli.py before
-CLI = "cli.main" if (REPO / "cli" / "main.py").exists() else "infra.cli"
+CLI = "cli.main"
 ENDPOINT_HEADER = "X-Radpulse-Sql"
 
 

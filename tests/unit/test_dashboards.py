@@ -57,6 +57,26 @@ def test_backend_macros(sql: str, expected: str) -> None:
     assert expand(sql, CTX) == expected
 
 
+def test_time_range_variables_and_local_days() -> None:
+    # 16:00 UTC on 5 December → 00:00 on 6 December in Asia/Shanghai; the local day is what a person means
+    ctx = QueryContext(datetime(2026, 12, 5, 16, 0, tzinfo=UTC), datetime(2026, 12, 6, 15, 0, tzinfo=UTC),
+                       browser_timezone="Asia/Shanghai")
+    assert expand(panels.LOCAL_DAYS, ctx) == (
+        "local_date >= toDate('2026-12-06') AND local_date <= toDate('2026-12-06')")
+    assert expand("$__dateFilter(local_date)", ctx) == (  # the plugin's macro: UTC dates, one day early
+        "local_date >= toDate('2026-12-05') AND local_date <= toDate('2026-12-06')")
+    assert expand("${__from} ${__from:date} ${__to:date:seconds} $__from", ctx) == (
+        "1796486400000 2026-12-05T16:00:00.000Z 1796569200 1796486400000")
+
+
+def test_local_dates_are_never_compared_with_utc_dates() -> None:
+    on_local_date = [q for q in panels.QUERIES.values() if "local_date" in q.sql]
+    assert len(on_local_date) >= 6
+    for q in on_local_date:
+        assert "$__dateFilter(local_date)" not in q.sql, q.name
+    assert panels.LOCAL_DAYS in panels.QUERIES["utilization.hour_weekday"].sql
+
+
 def test_interval_is_at_least_one_second() -> None:
     ctx = QueryContext(T0, T1, 0.2, {})
     assert expand("$__interval_s $__timeInterval(t)", ctx) == "1 toStartOfInterval(toDateTime(t), INTERVAL 1 second)"
@@ -266,7 +286,8 @@ def test_rules_document() -> None:
     doc = alerts.rules_document()
     rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["title"] for r in rules} == {"New DRL exceedance", "Edge stopped sending", "Edge spool keeps growing",
-                                           "Consumer lag over 5 minutes"}  # fmt: skip
+                                           "Consumer lag over 5 minutes",
+                                           "Patient cumulative dose over threshold"}  # fmt: skip
     for g in doc["groups"]:
         assert g["folder"] == spec.FOLDER_TITLE
     for r in rules:

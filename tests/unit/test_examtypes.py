@@ -282,7 +282,7 @@ def test_hash_groups_spelling_variants_and_never_contains_the_text() -> None:
 
 
 def test_hash_does_not_depend_on_the_rules(tmp_path: Path) -> None:
-    edited = DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace('version = "2025.06-1"', 'version = "site-2"')
+    edited = DEFAULT_RULES_PATH.read_text(encoding="utf-8").replace('version = "2026.12-1"', 'version = "site-2"')
     edited = edited.replace("[synonyms]\n", '[synonyms]\n"XIONG" = "CHEST"\n', 1)
     path = tmp_path / "site.toml"
     path.write_text(edited, encoding="utf-8")
@@ -329,7 +329,7 @@ def test_unknown_concept_in_a_rule(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ('version = "2025.06-1"', "", "missing `version`"),
+        ('version = "2026.12-1"', "", "missing `version`"),
         ('"ABD" = "ABDOMEN"', '"ABD" = "ABDOMN"', "synonym 'ABD'.*unknown concept 'ABDOMN'"),
         ('rpid_wo = "RPID22"', 'rpid_wo = "22"', "not a RadLex Playbook ID"),
         ('id = "ct.kub"', 'id = "ct.pelvis"', "duplicate id 'ct.pelvis'"),

@@ -72,3 +72,21 @@ def test_dual_unit_dx_then_rf_report_is_rf_and_an_image_always_wins() -> None:
     state, _ = fold(state, image, 0.0)
     assert state.modality == "DX"  # the device's own image says DX
     assert exam_modality("DX", rf, has_image=True) == "DX"
+
+
+def test_a_report_only_ct_exam_is_a_ct_exam_all_the_way_to_its_alert(samples_dir: Path) -> None:
+    from streams.dose_events import alerts_for, classify_exam, exam_dose_event, with_exam_type
+    from streams.drl import load_drls
+    from streams.exams import publish
+    from streams.examtypes import load_rules
+
+    event = _sample_event(samples_dir, "CT-RDSR-Siemens_Flash-TAP-SS.dcm")  # the device sent only its RDSR
+    state, _ = fold(None, event, 0.0)
+    _, exam = publish(state, "complete", T0)
+    dose = exam_dose(fold_dose(None, event)[0])
+    rules = load_rules()
+    exam = with_exam_type(exam, classify_exam(rules, exam, dose))
+    assert (exam.modality, exam.exam_type) == ("CT", "CT_CHEST_ABDOMEN_PELVIS")
+    assert exam_dose_event(exam, dose).modality == "CT"  # so "CT within DRL today" counts it
+    [alert] = alerts_for(exam, dose, rules, load_drls(), T0)
+    assert (alert.modality, alert.quantity, alert.value, alert.drl_value) == ("CT", "DLP", pytest.approx(724.52), 660)
