@@ -112,7 +112,9 @@ def policy_for(db: Database) -> Policy:
         with _policies_lock:
             _policies[key] = cached
     databases = frozenset(str(r[0]) for r in db.query("SELECT name FROM system.databases").rows)
-    return Policy(**{**cached.__dict__, "databases": databases})
+    own = "SELECT name FROM system.tables WHERE database = currentDatabase()"
+    local = frozenset(str(r[0]) for r in db.query(own).rows)
+    return Policy(**{**cached.__dict__, "databases": databases, "local_tables": local})
 
 
 def check(db: Database, statement: str) -> None:

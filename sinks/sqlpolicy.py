@@ -81,6 +81,7 @@ class Policy:
     functions_ci: frozenset[str]  # allowed, case-insensitive names (lowercase)
     aggregates: frozenset[str]  # allowed aggregate functions, for -If/-State/... combinators
     table_functions_ci: frozenset[str]  # every table function the engine has (lowercase)
+    local_tables: frozenset[str] = frozenset()  # tables and views of radpulse's database (parameterized views)
 
 
 def build_policy(database: str, databases: Iterable[str], functions: Iterable[tuple[str, str, str, int, int]],
@@ -110,6 +111,8 @@ def build_policy(database: str, databases: Iterable[str], functions: Iterable[tu
 def _function_ok(policy: Policy, name: str) -> bool:
     if name.lower() in policy.table_functions_ci and name not in TABLE_FUNCTIONS:
         return False  # file, url, remote, s3, … however it is spelled or wherever it stands
+    if name in policy.local_tables:
+        return True  # a parameterized view of radpulse's own database, e.g. patient_cumulative_dose(window_days=14)
     if name in policy.functions_exact or name.lower() in policy.functions_ci:
         return True
     base = name
