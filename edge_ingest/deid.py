@@ -30,7 +30,7 @@ from edge_ingest.dicomtime import combine_utc, parse_age_string, parse_da, parse
 from edge_ingest.extract import ExtractError, Header
 from edge_ingest.keys import EdgeKeys
 from edge_ingest.pseudonyms import encrypt_accession, event_id_for, pseudonym, uid_pseudonym
-from edge_ingest.text import TextIssue, element_value, elements
+from edge_ingest.text import UNDECODABLE, TextIssue, element_value, elements
 from edge_ingest.vocabulary import MARK, Identifiers, Vocabulary, default_vocabulary, identifiers_from
 from schemas.events import DoseReport, Exposure, InstanceEvent
 
@@ -475,6 +475,8 @@ class Describer:
     def __call__(self, text: str | None) -> str | None:
         if not text:
             return None
+        if text == UNDECODABLE:
+            return text
         result = self.vocabulary.filter(text, self.identifiers, self.max_len)
         self.unknown.extend(result.unknown)
         return result.text
