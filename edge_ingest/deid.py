@@ -458,6 +458,7 @@ def _accession_token(keys: EdgeKeys, accession: str) -> str:
 
 
 _DEVICE_TEXT = re.compile(r"[A-Za-z0-9_ .+\-:#/]{1,32}")
+_FOUR_DIGITS = re.compile(r"\d{4}")  # a year, a record number: never part of a name kept as is
 
 
 class Describer:
@@ -484,7 +485,7 @@ class Describer:
     def device_text(self, text: str | None) -> str | None:
         """Names the console sets, not the radiographer (coil names like HeadNeck_20): kept as they are when
         short, Latin and free of this object's identifiers; otherwise filtered like any description."""
-        if text and _DEVICE_TEXT.fullmatch(text):
+        if text and _DEVICE_TEXT.fullmatch(text) and not _FOUR_DIGITS.search(text):
             words = {w.casefold() for w in re.findall(r"[A-Za-z]+|\d+", text)}
             if not words & self.identifiers.latin:
                 return text
@@ -559,6 +560,7 @@ def build_event(
     manufacturer = text("Manufacturer")
     model = text("ManufacturerModelName")
     station = text("StationName")
+    station_out = describe.device_text(station)  # console-set; a typed name still goes
     serial = text("DeviceSerialNumber")
     device_key = "|".join(v or "" for v in (manufacturer, model, serial, station))
 
@@ -590,7 +592,7 @@ def build_event(
         modality=text("Modality"),
         manufacturer=manufacturer,
         model=model,
-        station_name=station,
+        station_name=station_out,
         device_serial=serial,
         software_versions=text("SoftwareVersions"),
         image_type=tuple(p.strip() for p in (text("ImageType") or "").split("\\") if p.strip()),

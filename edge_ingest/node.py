@@ -37,7 +37,9 @@ def edge_vocabulary(s: Settings, keys: EdgeKeys) -> Vocabulary:
     """The shipped words + the exam-type rules + [deid] site words, learning into <data_dir>/vocabulary.sqlite."""
     store = VocabularyStore(Path(s.edge.data_dir) / "vocabulary.sqlite", s.deid.vocabulary_k,
                             lambda word: pseudonym(keys, "word", word))
-    rules = [s.streams.exam_type_rules] if s.streams.exam_type_rules else []
+    # the site's own exam-type rules file, wherever the settings keep it ([dose] today)
+    own = getattr(s.dose, "exam_type_rules", "") or getattr(s.streams, "exam_type_rules", "")
+    rules = [own] if own else []
     return build_vocabulary(rule_files=rules, word_files=s.deid.vocabulary_files, extra_words=s.deid.extra_words,
                             store=store)
 

@@ -183,7 +183,8 @@ def _element_value(ds: Dataset, tag: int, on_issue: TextIssue | None) -> Any:
         return None
     vr = elem.VR or _dictionary_vr(tag)
     if vr in TEXT_VRS:
-        text = decode_bytes(raw, encodings_of(ds))
+        # nearly every value of a CT header is plain ASCII: no character set to look up
+        text = raw.decode("ascii") if raw.isascii() and ESC not in raw else decode_bytes(raw, encodings_of(ds))
         if text is None:
             if on_issue:
                 on_issue("undecodable")
