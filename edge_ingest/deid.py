@@ -115,11 +115,20 @@ def _combine_utc(date: str | None, time: str, offset: str | None, zone: str) -> 
 def _get(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> Any:
     """Value of a top-level attribute, or None when absent, empty or unreadable (a bad optional value must not
     cost the object). Text is decoded strictly and cleaned; see ``text.element_value``."""
-    try:
-        value = element_value(ds, _tag(keyword), on_issue)
-    except Exception:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _tag(keyword)
+    memo = ds.__dict__.get("_rp_values")
+    if memo is not None and tag in memo:  # the hot path: a value this header already gave
+        value = memo[tag]
+    else:
+        try:
+            value = element_value(ds, tag, on_issue)
+        except Exception:
+            return None
+    if value is None or value == "":
         return None
-    if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
+    if type(value) is not str and hasattr(value, "__len__") and len(value) == 0:
         return None
     return value
 
@@ -164,8 +173,15 @@ def _seq_items(ds: Dataset, keyword: str) -> list[Dataset]:
         return []
 
 
+_SHARED_GROUPS = 0x52009229
+_PER_FRAME_GROUPS = 0x52009230
+
+
 def _functional_groups(ds: Dataset, sequence: str) -> Iterator[Dataset]:
     """Items of a macro sequence in enhanced objects: shared groups first, then the first frame's."""
+    elems = elements(ds)
+    if _SHARED_GROUPS not in elems and _PER_FRAME_GROUPS not in elems:
+        return  # not an enhanced object: most headers, and the cheap answer
     for container in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in _seq_items(ds, container)[:1]:
             yield from _seq_items(group, sequence)[:1]
