@@ -59,11 +59,15 @@ def run_edge(args: argparse.Namespace) -> int:
 
 
 def run_reveal(args: argparse.Namespace) -> int:
-    from edge_ingest.keys import load_keys
+    from edge_ingest.keys import KeyFileError, load_keys
     from edge_ingest.pseudonyms import TokenError, decrypt_accession
 
     settings = load_settings(args.config)
-    keys = load_keys(settings.edge.data_dir)
+    try:
+        keys = load_keys(settings.edge.data_dir, create=False)  # reveal never creates a key
+    except KeyFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     status = 0
     for token in args.token:
         try:

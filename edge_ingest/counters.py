@@ -22,6 +22,10 @@ class EdgeCounters:
     out_of_resources: int = 0
     workflow: int = 0
     rejected_reasons: Counter[str] = field(default_factory=Counter)
+    # text fields that could not be decoded in their character set (left as a marker) / had control or escape
+    # characters removed; logged with the counters (not in the heartbeat schema)
+    text_undecodable: int = 0
+    text_cleaned: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -32,6 +36,10 @@ class EdgeCounters:
         with self._lock:
             self.rejected += 1
             self.rejected_reasons[reason] += 1
+
+    def text_issue(self, reason: str) -> None:
+        """``DeidContext.on_text_issue``: "undecodable" or "cleaned"."""
+        self.add("text_undecodable" if reason == "undecodable" else "text_cleaned")
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:

@@ -30,7 +30,7 @@ from edge_ingest.dicomtime import combine_utc, parse_age_string, parse_da, parse
 from edge_ingest.extract import ExtractError, Header
 from edge_ingest.keys import EdgeKeys
 from edge_ingest.pseudonyms import encrypt_accession, event_id_for, pseudonym, uid_pseudonym
-from edge_ingest.text import TextIssue, element_value, elements
+from edge_ingest.text import UNDECODABLE, TextIssue, element_value, elements
 from edge_ingest.vocabulary import MARK, Identifiers, Vocabulary, default_vocabulary, identifiers_from
 from schemas.events import DoseReport, Exposure, InstanceEvent
 
@@ -115,11 +115,20 @@ def _combine_utc(date: str | None, time: str, offset: str | None, zone: str) -> 
 def _get(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> Any:
     """Value of a top-level attribute, or None when absent, empty or unreadable (a bad optional value must not
     cost the object). Text is decoded strictly and cleaned; see ``text.element_value``."""
-    try:
-        value = element_value(ds, _tag(keyword), on_issue)
-    except Exception:
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _tag(keyword)
+    memo = ds.__dict__.get("_rp_values")
+    if memo is not None and tag in memo:  # the hot path: a value this header already gave
+        value = memo[tag]
+    else:
+        try:
+            value = element_value(ds, tag, on_issue)
+        except Exception:
+            return None
+    if value is None or value == "":
         return None
-    if value is None or value == "" or (hasattr(value, "__len__") and not isinstance(value, str) and len(value) == 0):
+    if type(value) is not str and hasattr(value, "__len__") and len(value) == 0:
         return None
     return value
 
@@ -164,8 +173,15 @@ def _seq_items(ds: Dataset, keyword: str) -> list[Dataset]:
         return []
 
 
+_SHARED_GROUPS = 0x52009229
+_PER_FRAME_GROUPS = 0x52009230
+
+
 def _functional_groups(ds: Dataset, sequence: str) -> Iterator[Dataset]:
     """Items of a macro sequence in enhanced objects: shared groups first, then the first frame's."""
+    elems = elements(ds)
+    if _SHARED_GROUPS not in elems and _PER_FRAME_GROUPS not in elems:
+        return  # not an enhanced object: most headers, and the cheap answer
     for container in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
         for group in _seq_items(ds, container)[:1]:
             yield from _seq_items(group, sequence)[:1]
@@ -467,6 +483,7 @@ def _accession_token(keys: EdgeKeys, accession: str) -> str:
 
 
 _DEVICE_TEXT = re.compile(r"[A-Za-z0-9_ .+\-:#/]{1,32}")
+_FOUR_DIGITS = re.compile(r"\d{4}")  # a year, a record number: never part of a name kept as is
 
 
 class Describer:
@@ -484,6 +501,8 @@ class Describer:
     def __call__(self, text: str | None) -> str | None:
         if not text:
             return None
+        if text == UNDECODABLE:
+            return text
         result = self.vocabulary.filter(text, self.identifiers, self.max_len)
         self.unknown.extend(result.unknown)
         return result.text
@@ -491,7 +510,7 @@ class Describer:
     def device_text(self, text: str | None) -> str | None:
         """Names the console sets, not the radiographer (coil names like HeadNeck_20): kept as they are when
         short, Latin and free of this object's identifiers; otherwise filtered like any description."""
-        if text and _DEVICE_TEXT.fullmatch(text):
+        if text and _DEVICE_TEXT.fullmatch(text) and not _FOUR_DIGITS.search(text):
             words = {w.casefold() for w in re.findall(r"[A-Za-z]+|\d+", text)}
             if not words & self.identifiers.latin:
                 return text
@@ -566,6 +585,7 @@ def build_event(
     manufacturer = text("Manufacturer")
     model = text("ManufacturerModelName")
     station = text("StationName")
+    station_out = describe.device_text(station)  # console-set; a typed name still goes
     serial = text("DeviceSerialNumber")
     device_key = "|".join(v or "" for v in (manufacturer, model, serial, station))
 
@@ -597,7 +617,7 @@ def build_event(
         modality=text("Modality"),
         manufacturer=manufacturer,
         model=model,
-        station_name=station,
+        station_name=station_out,
         device_serial=serial,
         software_versions=text("SoftwareVersions"),
         image_type=tuple(p.strip() for p in (text("ImageType") or "").split("\\") if p.strip()),

@@ -21,6 +21,10 @@ class KeyFileError(RuntimeError):
     """A key file exists but is unusable (wrong size or too open permissions)."""
 
 
+class KeyMissingError(KeyFileError):
+    """A key file that must already exist does not (``radpulse reveal`` never creates keys)."""
+
+
 @dataclass(frozen=True)
 class EdgeKeys:
     pseudonym_key: bytes = field(repr=False)
@@ -35,7 +39,12 @@ class EdgeKeys:
         return f"EdgeKeys(key_id={self.key_id})"
 
 
-def _load_or_create(path: Path) -> bytes:
+def _load_or_create(path: Path, create: bool = True) -> bytes:
+    if not create and not path.exists():
+        raise KeyMissingError(
+            f"{path.name} is missing: looked for {path} (the keys folder of [edge] data_dir). Run this on the edge "
+            "that produced the data, or restore its keys folder from backup; a new key could open nothing"
+        )
     if path.exists():
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
@@ -63,6 +72,9 @@ def _load_or_create(path: Path) -> bytes:
     return key
 
 
-def load_keys(data_dir: str | os.PathLike[str]) -> EdgeKeys:
+def load_keys(data_dir: str | os.PathLike[str], *, create: bool = True) -> EdgeKeys:
+    """The edge's keys; created on first run unless ``create`` is False (then a missing key raises
+    ``KeyMissingError`` naming the file it looked for)."""
     folder = Path(data_dir) / "keys"
-    return EdgeKeys(_load_or_create(folder / "pseudonym.key"), _load_or_create(folder / "accession.key"))
+    return EdgeKeys(_load_or_create(folder / "pseudonym.key", create),
+                    _load_or_create(folder / "accession.key", create))

@@ -14,13 +14,15 @@ from edge_ingest.deid import DeidContext
 from edge_ingest.dose_sr import extract_dose_report
 from edge_ingest.filters import CompiledFilter
 from edge_ingest.ingest import Delivery, Ingestor, MppsIngestor
-from edge_ingest.keys import load_keys
+from edge_ingest.keys import EdgeKeys, load_keys
 from edge_ingest.mllp import Hl7Ingestor, MllpServer
 from edge_ingest.mpps import PpsLinks
 from edge_ingest.producer import KafkaSender, ensure_topics
+from edge_ingest.pseudonyms import pseudonym
 from edge_ingest.scp import limits_from_settings, make_ae, start_server
 from edge_ingest.spool import Spool
 from edge_ingest.tls import server_context
+from edge_ingest.vocabulary import Vocabulary, VocabularyStore, build_vocabulary
 from schemas import codec
 from schemas.config import Settings
 from schemas.events import EdgeHeartbeat
@@ -30,6 +32,17 @@ log = logging.getLogger("radpulse.edge")
 TOPIC_INSTANCES = "instances"
 TOPIC_EDGE_HEALTH = "edge_health"
 TOPIC_WORKFLOW = "workflow"
+
+
+def edge_vocabulary(s: Settings, keys: EdgeKeys) -> Vocabulary:
+    """The shipped words + the exam-type rules + [deid] site words, learning into <data_dir>/vocabulary.sqlite."""
+    store = VocabularyStore(Path(s.edge.data_dir) / "vocabulary.sqlite", s.deid.vocabulary_k,
+                            lambda word: pseudonym(keys, "word", word))
+    # the site's own exam-type rules file, wherever the settings keep it ([dose] today)
+    own = getattr(s.dose, "exam_type_rules", "") or getattr(s.streams, "exam_type_rules", "")
+    rules = [own] if own else []
+    return build_vocabulary(rule_files=rules, word_files=s.deid.vocabulary_files, extra_words=s.deid.extra_words,
+                            store=store)
 
 
 @dataclass
@@ -45,6 +58,7 @@ class EdgeNode:
         self.sender = KafkaSender(s.kafka, s.edge.kafka_ack_timeout_s)
         self.drain_sender = KafkaSender(s.kafka, max(30.0, s.edge.kafka_ack_timeout_s), client_id="radpulse-edge-drain")
         self.delivery = Delivery(self.sender, self.spool, self.counters, drain_sender=self.drain_sender)
+        self.vocabulary = edge_vocabulary(s, self.keys)
         ctx = DeidContext(
             keys=self.keys,
             site_id=s.site.id,
@@ -52,6 +66,8 @@ class EdgeNode:
             site_timezone=s.site.timezone,
             description_max_len=s.edge.description_max_len,
             test_patient_patterns=tuple(re.compile(p) for p in s.edge.test_patient_patterns),
+            vocabulary=self.vocabulary,
+            on_text_issue=self.counters.text_issue,
         )
         self.ingestor = Ingestor(
             ctx,
@@ -130,9 +146,9 @@ class EdgeNode:
             hb = self.heartbeat()
             log.info(
                 "counters: received=%d produced=%d spooled=%d drained=%d ignored=%d rejected=%d "
-                "out_of_resources=%d spool_depth=%d (%d bytes)",
+                "out_of_resources=%d spool_depth=%d (%d bytes) text_undecodable=%d text_cleaned=%d",
                 hb.received, hb.produced, hb.spooled, hb.drained, hb.ignored, hb.rejected, hb.out_of_resources,
-                hb.spool_pending, hb.spool_bytes,
+                hb.spool_pending, hb.spool_bytes, self.counters.text_undecodable, self.counters.text_cleaned,
             )
             if hb.kafka_ok:
                 # best effort: a heartbeat lost while Kafka is down is replaced by the next one
@@ -149,3 +165,5 @@ class EdgeNode:
         self.drain_sender.close()
         self.spool.close()
         self.mpps.links.close()
+        if self.vocabulary.store is not None:
+            self.vocabulary.store.close()

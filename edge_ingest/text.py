@@ -30,10 +30,12 @@ TextIssue = Callable[[str], None]  # receives "undecodable" or "cleaned" (never 
 _DEFAULT = "iso8859"  # pydicom's name for the default repertoire (ISO_IR 6)
 _KEEP_ESCAPES = frozenset({"iso2022_jp", "iso2022_jp_2"})  # Python's codecs read these escapes themselves
 _FALLBACKS = ("utf-8", "gb18030")  # undeclared non-ASCII on Chinese consoles
+_STAND_ALONE = frozenset({"UTF8", "utf_8", "utf-8", "GB18030", "gb18030", "GBK", "gbk"})
 _ESCAPE_SEQ = re.compile(r"\x1b[\x20-\x2f]*[\x30-\x7e]?")
 # C0/C1 controls, DEL, format characters (bidi overrides, zero widths), surrogates, private use, U+FFFD, BOM
 _BAD = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
                   r"\ufff9-\ufffd\ud800-\udfff\ue000-\uf8ff]")
+_PRIVATE = re.compile(r"[\ue000-\uf8ff\U000f0000-\U0010ffff]")
 _SPACES = re.compile(r"[\t\r\n]+")
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
                       "UR", "UT"})
@@ -69,16 +71,22 @@ def decode_bytes(raw: bytes, encodings: Sequence[str]) -> str | None:
     if raw.isascii() and ESC not in raw:
         return raw.decode("ascii")
     first = encodings[0] if encodings else _DEFAULT
-    if ESC not in raw:
-        candidates = [first] if first != _DEFAULT else []
-        # ISO 2022 sets put their G1 bytes after an escape; tolerate a console that omitted it
-        candidates += [e for e in encodings[1:] if e not in candidates]
-        candidates += [e for e in _FALLBACKS if e not in candidates]
+    if ESC not in raw or first in _STAND_ALONE:  # UTF-8/GB18030/GBK allow no code extensions: ESC is a control
+        if first != _DEFAULT:
+            candidates = [first]  # a declared character set is taken at its word
+        else:
+            # ISO 2022 sets put their G1 bytes after an escape: tolerate a console that omitted it; undeclared
+            # non-ASCII is most often UTF-8 or GB18030 here
+            candidates = [e for e in encodings[1:] if e != _DEFAULT]
+            candidates += [e for e in _FALLBACKS if e not in candidates]
         for enc in candidates:
             try:
-                return raw.decode(enc)
+                text = raw.decode(enc)
             except (UnicodeDecodeError, LookupError):
                 continue
+            if first == _DEFAULT and _PRIVATE.search(text):
+                continue  # a guessed charset that lands in private use is a wrong guess
+            return text
         return None
     out: list[str] = []
     for fragment in re.findall(rb"(^[^\x1b]+|\x1b[^\x1b]*)", raw):
@@ -140,7 +148,7 @@ def _dictionary_vr(tag: int) -> str | None:
 def elements(ds: Dataset) -> dict[int, Any]:
     """The dataset's elements keyed by plain int (pydicom's BaseTag keys compare in Python: slow lookups)."""
     cached = ds.__dict__.get("_rp_elems")
-    if cached is None or len(cached) != len(ds._dict):
+    if cached is None or len(cached) != len(ds._dict):  # built once; rebuilt if someone added elements
         cached = {int(k): v for k, v in ds._dict.items()}
         ds.__dict__["_rp_elems"] = cached
     return cached  # type: ignore[no-any-return]
@@ -175,12 +183,17 @@ def _element_value(ds: Dataset, tag: int, on_issue: TextIssue | None) -> Any:
         return None
     vr = elem.VR or _dictionary_vr(tag)
     if vr in TEXT_VRS:
-        text = decode_bytes(raw, encodings_of(ds))
+        # nearly every value of a CT header is plain ASCII: no character set to look up
+        text = raw.decode("ascii") if raw.isascii() and ESC not in raw else decode_bytes(raw, encodings_of(ds))
         if text is None:
             if on_issue:
                 on_issue("undecodable")
             return UNDECODABLE
         text = text.rstrip("\x00 ").lstrip()
+        if "\ufffd" in text:  # the sender's own decoder already lost bytes
+            if on_issue:
+                on_issue("undecodable")
+            return UNDECODABLE
         cleaned, changed = clean(text)
         if changed and on_issue:
             on_issue("cleaned")

@@ -179,6 +179,20 @@ class Hl7Settings:
 
 
 @dataclass(frozen=True)
+class DeidSettings:
+    """Free text leaves the edge only as known words (see README, De-identification)."""
+
+    vocabulary_k: int = _setting(
+        5, "A word not in the vocabulary is kept once seen in descriptions of this many distinct patients.",
+        lambda v: None if v >= 2 else "expected an integer ≥ 2 (k-anonymity needs at least two patients), e.g. 5",
+    )
+    vocabulary_files: list[str] = _setting(
+        [], "Site word lists (UTF-8, one CN or EN term per line, # comments) added to the shipped vocabulary."
+    )
+    extra_words: list[str] = _setting([], "Words added to the vocabulary, e.g. a local protocol name.")
+
+
+@dataclass(frozen=True)
 class KafkaSettings:
     bootstrap_servers: str = _setting(
         "127.0.0.1:9092", "Kafka bootstrap servers. Leave the default to use the embedded broker from `radpulse up`."
@@ -285,6 +299,7 @@ class Settings:
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     filters: SourceFilter = field(default_factory=SourceFilter)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    deid: DeidSettings = field(default_factory=DeidSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
