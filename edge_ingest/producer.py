@@ -61,6 +61,8 @@ class KafkaSender:
             "acks": "all",
             "compression.type": "lz4",
             "linger.ms": linger_ms,
+            # several associations' produce requests may be in flight at once: don't hold one back for an ACK
+            "socket.nagle.disable": True,
             # Java/aiokafka-compatible hashing: Faust's co-partitioned topics must agree on a key's partition
             "partitioner": "murmur2_random",
             "message.timeout.ms": int(ack_timeout_s * 1000),
