@@ -25,6 +25,12 @@ def missed(edge: dict[str, Any], pipe: dict[str, Any]) -> list[str]:
     for name in edge_throughput.SETS:
         if name in edge and not edge[name]["met"]:
             out.append(f"edge {name}: edge/bare {edge[name]['ratio']:.2f} < {edge_throughput.TARGET_RATIO:.2f}")
+        if name in edge and not edge[name].get("cpu_met", True):
+            out.append(f"edge {name}: edge CPU {edge[name]['cpu_extra_ms']:+.2f} ms/instance over bare > "
+                       f"+{edge_throughput.TARGET_CPU_EXTRA_MS:.1f}")
+        if name in edge and not edge[name].get("scale_met", True):
+            out.append(f"edge {name}: 4 associations {edge[name]['scale_4assoc']:.2f}× one < "
+                       f"{edge_throughput.TARGET_SCALE_4}×")
     if pipe:
         ok, ref = pipe["keeps_up"], pipe["edge_rate_reference"]
         thr, st, lat = pipe["throughput"], pipe["streams"], pipe["latency"]

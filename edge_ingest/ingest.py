@@ -89,6 +89,7 @@ class Delivery:
         self._spooling = not spool.is_empty()
         self._wake = threading.Event()
         self._running = True
+        self._stopped = threading.Event()
         self.kafka_ok = True
         self._drainer = threading.Thread(target=self._drain_loop, name="spool-drain", daemon=True)
         self._drainer.start()
@@ -109,7 +110,11 @@ class Delivery:
                 self._spooling = True
                 self.kafka_ok = False
         try:
-            self.spool.append(topic, key, value)
+            # under the lock the drainer cannot declare the spool empty between our check and our append
+            with self._lock:
+                if not self._spooling:
+                    self._spooling = True  # the drainer switched back meanwhile: stay behind what is spooled
+                self.spool.append(topic, key, value)
         except SpoolFull as exc:
             self.counters.add("out_of_resources")
             log.error("%s: answering 0xA700 so senders retry later; raise [edge] spool_max_mb or fix Kafka", exc)
@@ -140,12 +145,13 @@ class Delivery:
             if error is not None:
                 self.kafka_ok = False
                 log.debug("spool drain paused: %s", error)
-                time.sleep(self.retry_s)
+                self._stopped.wait(self.retry_s)
                 continue
+            # every record of the batch is acknowledged by Kafka: only now may the cursor move past them
             self.kafka_ok = True
-            self.spool.commit(batch[-1], len(batch))
-            self.counters.add("drained", len(batch))
-            self.counters.add("produced", len(batch))
+            if self.spool.commit(batch[-1], len(batch)):
+                self.counters.add("drained", len(batch))
+                self.counters.add("produced", len(batch))
 
     def wait_drained(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -158,6 +164,7 @@ class Delivery:
 
     def close(self) -> None:
         self._running = False
+        self._stopped.set()
         self._wake.set()
         self._drainer.join(timeout=5)
 

@@ -1,8 +1,15 @@
 """confluent-kafka producer whose delivery reports are the acks that let a C-STORE answer success.
 
-Idempotent (no duplicates from librdkafka's own retries), acks=all, lz4. ``send`` blocks the calling
-association thread until its own delivery report arrives or the deadline passes; a background thread polls for
-reports so concurrent associations each wait only for their own message.
+Idempotent (no duplicates from librdkafka's own retries), acks=all, lz4, no linger: the edge waits for each ack
+anyway, so holding a message back to batch it only adds latency. ``send`` blocks the calling association thread
+until its own delivery report arrives or the deadline passes; a background thread polls for reports so concurrent
+associations each wait only for their own message.
+
+Recovery: a producer that failed a delivery is replaced by a fresh one (new producer id), whatever the error was:
+an idempotent producer that timed out mid-outage can stay fenced, out of sequence or fatally failed for the rest
+of its life, and an authentication or unknown-topic error may clear up by the next attempt. Messages still queued
+in the old producer are failed back to their waiters (who spool or retry them) and purged, so a replaced producer
+never delivers anything behind the caller's back.
 """
 
 from __future__ import annotations
@@ -20,34 +27,58 @@ from schemas.config import KafkaSettings
 
 log = logging.getLogger("radpulse.edge.kafka")
 
+# errors that say the topic is gone (e.g. a memory-only broker restarted): recreate it before the next attempt
+_TOPIC_MISSING = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
+# don't replace producers faster than this: during a long outage every retry fails
+_RENEW_MIN_INTERVAL_S = 1.0
 
-@dataclass
+
+@dataclass(eq=False)
 class _Waiter:
     done: threading.Event
     error: str | None = None
+    code: int | None = None
 
 
 class KafkaSender:
-    def __init__(self, settings: KafkaSettings, ack_timeout_s: float, client_id: str = "radpulse-edge") -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        ack_timeout_s: float,
+        client_id: str = "radpulse-edge",
+        *,
+        linger_ms: float = 0,
+    ) -> None:
+        self.settings = settings
         self.ack_timeout_s = ack_timeout_s
+        self.renewals = 0
         self._fatal: str | None = None
+        self._failed: str | None = None  # a delivery failed: replace the producer before the next send
+        self._missing_topics: set[str] = set()
+        self._last_renew = 0.0
         self._conf = settings.client_config() | {
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": "lz4",
-            "linger.ms": 1,
+            "linger.ms": linger_ms,
+            # several associations' produce requests may be in flight at once: don't hold one back for an ACK
+            "socket.nagle.disable": True,
             # Java/aiokafka-compatible hashing: Faust's co-partitioned topics must agree on a key's partition
             "partitioner": "murmur2_random",
             "message.timeout.ms": int(ack_timeout_s * 1000),
             "socket.keepalive.enable": True,
+            "reconnect.backoff.ms": 100,
             "reconnect.backoff.max.ms": 1000,
             "client.id": client_id,
             "logger": logging.getLogger("radpulse.edge.librdkafka"),
             "error_cb": self._on_error,
         }
         self._producer = Producer(self._conf)
+        self._generation = 0
+        self._waiters: dict[int, set[_Waiter]] = {0: set()}  # generation → waiters not yet reported
         self._lock = threading.Lock()
         self._running = True
+        self._closed = False
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
 
@@ -59,24 +90,50 @@ class KafkaSender:
         if err.fatal():
             self._fatal = f"{err.name()}: {err.str()}"
 
-    def _renew_if_fatal(self) -> None:
-        """An idempotent producer that hit a fatal error (e.g. after timeouts during an outage) never recovers:
-        replace it. Undelivered messages are failed back to their waiters, who spool or retry them."""
-        if self._fatal is None:
+    @property
+    def needs_renewal(self) -> bool:
+        return self._fatal is not None or self._failed is not None
+
+    def _renew_if_needed(self) -> None:
+        """Replace a producer that failed, fatally or not; fail its unreported messages back to their waiters."""
+        if not self.needs_renewal or time.monotonic() - self._last_renew < _RENEW_MIN_INTERVAL_S:
             return
         with self._lock:
-            if self._fatal is None:
+            if not self.needs_renewal:
                 return
-            log.warning("Kafka producer failed fatally (%s); starting a new one", self._fatal)
-            old = self._producer
+            why = self._fatal or self._failed
+            self._fatal = self._failed = None
+            self._last_renew = time.monotonic()
+            missing, self._missing_topics = self._missing_topics, set()
+            old, old_waiters = self._producer, self._waiters.pop(self._generation, set())
+            self._generation += 1
+            self._waiters[self._generation] = set()
             self._producer = Producer(self._conf)
-            self._fatal = None
+            self.renewals += 1
+        log.warning("Kafka producer %s failed a delivery (%s); replaced it with a new one", self._conf["client.id"],
+                    why)
+        for waiter in list(old_waiters):
+            _fail(waiter, "producer replaced before the delivery report arrived")
+        # purge so the old producer never delivers a message its waiter already gave up on; destroy off-thread
         old.purge()
-        old.flush(0)
-    @staticmethod
-    def _on_delivery(waiter: _Waiter, err: KafkaError | None, _msg: object) -> None:
+        threading.Thread(target=old.flush, args=(0,), name="kafka-retire", daemon=True).start()
+        if missing:
+            try:
+                ensure_topics(self.settings, sorted(missing), timeout_s=5)
+            except Exception as exc:
+                log.warning("could not recreate topic(s) %s (%s); retrying with the next attempt",
+                            ", ".join(sorted(missing)), type(exc).__name__)
+
+    def _on_delivery(self, waiter: _Waiter, generation: int, err: KafkaError | None, topic: str) -> None:
         if err is not None:
             waiter.error = f"{err.name()}: {err.str()}"
+            waiter.code = err.code()
+            if generation == self._generation and err.code() not in (KafkaError._PURGE_QUEUE,
+                                                                       KafkaError._PURGE_INFLIGHT):
+                self._failed = waiter.error
+                if err.code() in _TOPIC_MISSING:
+                    self._missing_topics.add(topic)
+        self._waiters.get(generation, set()).discard(waiter)
         waiter.done.set()
 
     def send(self, topic: str, key: bytes, value: bytes, timeout_s: float | None = None) -> str | None:
@@ -85,33 +142,56 @@ class KafkaSender:
 
     def send_many(self, messages: Iterable[tuple[str, bytes, bytes]], timeout_s: float | None = None) -> str | None:
         """Produce messages in order and wait until all are acked; the first failure reason, or None."""
-        self._renew_if_fatal()
+        if self._closed:
+            return "the Kafka sender is closed"
+        self._renew_if_needed()
+        with self._lock:
+            producer, generation = self._producer, self._generation
+            pending = self._waiters[generation]
         waiters = []
         for topic, key, value in messages:
             waiter = _Waiter(threading.Event())
             waiters.append(waiter)
+            pending.add(waiter)
             while True:
                 try:
-                    self._producer.produce(
-                        topic, value, key, on_delivery=lambda err, msg, w=waiter: self._on_delivery(w, err, msg)
+                    producer.produce(
+                        topic, value, key,
+                        on_delivery=lambda err, _msg, w=waiter, g=generation, t=topic: self._on_delivery(w, g, err, t),
                     )
                     break
                 except BufferError:
                     time.sleep(0.01)  # local queue full: let the poller drain delivery reports
                 except KafkaException as exc:
+                    pending.discard(waiter)
+                    self._failed = str(exc)
                     return str(exc)
         deadline = time.monotonic() + (timeout_s or self.ack_timeout_s) + 1.0
         for waiter in waiters:
             if not waiter.done.wait(max(deadline - time.monotonic(), 0)):
-                return "no delivery report before the deadline"
+                self._failed = "no delivery report before the deadline"
+                return self._failed
             if waiter.error:
                 return waiter.error
         return None
 
     def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver what is queued (up to `timeout_s`), then purge the rest so nothing is sent after close."""
+        self._closed = True
         self._producer.flush(timeout_s)
+        self._producer.purge()
+        self._producer.flush(0)
         self._running = False
         self._poller.join(timeout=1)
+        for waiters in self._waiters.values():
+            for waiter in list(waiters):
+                _fail(waiter, "the Kafka sender closed before the delivery report arrived")
+
+
+def _fail(waiter: _Waiter, reason: str) -> None:
+    if not waiter.done.is_set():
+        waiter.error = waiter.error or reason
+        waiter.done.set()
 
 
 def ensure_topics(settings: KafkaSettings, names: Iterable[str], timeout_s: float = 10.0) -> None:

@@ -74,6 +74,7 @@ class Spool:
         self._segments = self._scan_segments()
         self._repair_tail()
         self._write_fd: int | None = None
+        self._closed = False
         self._write_seg = self._segments[-1] if self._segments else self._cursor[0]
         self._write_size = self._segment_size(self._write_seg)
         self._pending = self._count_pending()
@@ -201,9 +202,12 @@ class Spool:
                     return out
         return out
 
-    def commit(self, last: SpooledRecord, count: int) -> None:
-        """Mark everything up to and including `last` as acknowledged by Kafka."""
+    def commit(self, last: SpooledRecord, count: int) -> bool:
+        """Mark everything up to and including `last` as acknowledged by Kafka. False (and nothing written) once
+        closed: another ``Spool`` may own the folder by then, and a late cursor would move its cursor back."""
         with self._lock:
+            if self._closed:
+                return False
             tmp = self.dir / "cursor.tmp"
             with open(tmp, "w") as f:
                 f.write(f"{last.segment} {last.end_offset}\n")
@@ -217,9 +221,11 @@ class Spool:
                 if s < last.segment:
                     self._seg_path(s).unlink(missing_ok=True)
                     self._segments.remove(s)
+            return True
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None

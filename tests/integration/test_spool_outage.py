@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
@@ -43,6 +44,25 @@ def _send(port: int, datasets: list) -> list[int]:
     return statuses
 
 
+def _read_instances(bootstrap: str, topic: str, wanted: set[int], timeout_s: float = 90) -> list[InstanceEvent]:
+    """Read until every wanted instance number was seen. Not "until N messages": an outage may deliver an event
+    twice (its ack was lost, so it was spooled and sent again), and counting repeats would stop the read early."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "radpulse-test-reader",
+                         "enable.auto.commit": False})
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    events: list[InstanceEvent] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not wanted <= {e.instance_number for e in events}:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                events.append(codec.decode(InstanceEvent, msg.value()))
+    finally:
+        consumer.close()
+    return events
+
+
 def test_outage_spools_survives_edge_restart_and_drains_in_order(
     proxied_broker, tmp_path: Path, topic_prefix: str
 ) -> None:
@@ -71,10 +91,9 @@ def test_outage_spools_survives_edge_restart_and_drains_in_order(
     assert node.delivery.wait_drained(120), f"spool still holds {node.spool.pending} events"
     node.stop()
 
-    messages = read_messages(bootstrap, settings.topic("instances"), expect=60, timeout_s=30)
-    events = [codec.decode(InstanceEvent, m.value()) for m in messages]
-    expected = {e.instance_number for e in events}
-    assert expected == set(range(60)), f"missing {sorted(set(range(60)) - expected)}"
+    events = _read_instances(bootstrap, settings.topic("instances"), set(range(60)))
+    seen = {e.instance_number for e in events}
+    assert seen == set(range(60)), f"missing {sorted(set(range(60)) - seen)} ({len(events)} messages read)"
     by_partition_order = [e.instance_number for e in events]  # one study → one partition → arrival order
     first_seen = list(dict.fromkeys(by_partition_order))
     assert first_seen == list(range(60)), "events left the spool out of order"
