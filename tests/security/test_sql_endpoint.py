@@ -121,6 +121,14 @@ def attacks(key: Path, port: int) -> list[str]:
         "SELECT getServerSetting('user_files_path')",
         "SELECT filesystemAvailable()",
         "SELECT catboostEvaluate('/etc/passwd', 1)",
+        "SHOW PROCESSLIST",
+        "SHOW SETTINGS LIKE '%path%'",
+        "SHOW TABLES FROM system",
+        "SHOW CREATE TABLE system.users",
+        "SHOW COLUMNS FROM system.users",
+        "SHOW GRANTS",
+        "SHOW USERS",
+        "SHOW DATABASES",
         # writes, outfiles, settings
         "SELECT 1 INTO OUTFILE '/tmp/radpulse-h9-outfile'",
         "SELECT 1 SETTINGS readonly = 0",
@@ -177,6 +185,7 @@ def test_radpulse_tables_and_views_still_answer(sink: Sink, sql: str, rows: list
 def test_show_and_describe_answer(sink: Sink) -> None:
     tables = sink.sql("SHOW TABLES").json()["rows"]
     assert ["exams_latest"] in tables and ["dose_reviews"] in tables
+    assert sink.sql("SHOW TABLES LIKE 'exams%' LIMIT 1").json()["rows"] == [["exams"]]
     assert ["exam_key", "String", "", "", "", "", ""] in sink.sql("DESCRIBE exams").json()["rows"]
 
 
