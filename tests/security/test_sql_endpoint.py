@@ -169,6 +169,10 @@ LEGIT = [
     ("SELECT arrayMap(x -> x * 2, [1, 2]) AS a, upper('ct') AS m, toDate('2024-03-01') AS d",
      [[[2, 4], "CT", "2024-03-01"]]),
     ("SELECT * FROM system.one", [[0]]),
+    ("SELECT CASE 1 WHEN 1 THEN 'a' ELSE 'b' END AS c, EXISTS (SELECT 1) AS e, [1, 2][2] AS i, (1, 'x').2 AS t",
+     [["a", 1, 2, "x"]]),
+    ("SELECT grouping(number % 2) AS g, count() FROM numbers(4) GROUP BY ROLLUP(number % 2) ORDER BY g, 2",
+     [[0, 2], [0, 2], [1, 4]]),
     ("SELECT count() > 0 FROM system.tables WHERE database = currentDatabase() AND name = 'exams'", [[True]]),
     ("SELECT version, name FROM schema_migrations WHERE version = 1", [[1, "base"]]),
 ]
