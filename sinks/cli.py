@@ -124,6 +124,7 @@ def run_sink(args: argparse.Namespace) -> int:
         return _fail(exc)
     try:
         token = ensure_token(token_path(settings))
+        log.info("SQL endpoint token: %s (0600; `radpulse sql` and `radpulse review` read it)", token_path(settings))
         # the endpoint's own clients: a dashboard query never holds up an insert; a server URL reads as the reader
         reader = connect(settings.clickhouse.reader_url) if settings.clickhouse.reader_url else db.reopen()
     except SinkError as exc:

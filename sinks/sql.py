@@ -121,8 +121,18 @@ def check(db: Database, statement: str) -> None:
     """``RefusedQuery`` unless the engine's parse of ``statement`` reads only what ``sqlpolicy`` allows."""
     policy = policy_for(db)
     # EXPLAIN AST parses without running: no table, file or URL is touched
-    ast = db.query(f"EXPLAIN AST {statement}", readonly=True)
-    check_ast(policy, (str(row[0]) for row in ast.rows))
+    ast = [str(row[0]) for row in db.query(f"EXPLAIN AST {statement}", readonly=True).rows]
+    check_ast(policy, ast)
+    if any(line.lstrip().startswith("ShowTables") for line in ast) and not _show_tables(statement):
+        # the engine prints SHOW DATABASES/SETTINGS/MERGES/CLUSTERS/… as ShowTables too: only the plain form reads ours
+        raise RefusedQuery("refused: of the SHOW statements only SHOW TABLES [LIKE '…'] [LIMIT n] runs here; "
+                           "query system.tables / system.columns for more")
+
+
+def _show_tables(statement: str) -> bool:
+    """``SHOW TABLES`` of the current database, optionally [NOT] [I]LIKE '…' and LIMIT n."""
+    upper = [w.upper for w in words(split_statements(statement)[0])]
+    return upper[:2] == ["SHOW", "TABLES"] and set(upper[2:]) <= {"NOT", "LIKE", "ILIKE", "LIMIT"}
 
 
 def jsonable(value: Any) -> Any:

@@ -54,7 +54,8 @@ SAFE_OTHER = frozenset({
 })
 # operators the parser writes as functions that system.functions does not list
 SYNTAX_FUNCTIONS = frozenset({"lambda", "tuple", "array", "in", "notIn", "globalIn", "globalNotIn", "nullIn",
-                              "notNullIn", "globalNullIn", "globalNotNullIn", "tupleElement", "arrayElement"})
+                              "notNullIn", "globalNullIn", "globalNotNullIn", "tupleElement", "arrayElement",
+                              "exists", "grouping", "caseWithExpression"})  # EXISTS (…), GROUPING(…), CASE x WHEN
 AGGREGATE_SUFFIXES = ("If", "Array", "Map", "State", "Merge", "MergeState", "ForEach", "OrDefault", "OrNull",
                       "Resample", "Distinct", "SimpleState", "ArgMin", "ArgMax")
 NODE_KINDS = frozenset({

@@ -121,6 +121,14 @@ def attacks(key: Path, port: int) -> list[str]:
         "SELECT getServerSetting('user_files_path')",
         "SELECT filesystemAvailable()",
         "SELECT catboostEvaluate('/etc/passwd', 1)",
+        "SHOW PROCESSLIST",
+        "SHOW SETTINGS LIKE '%path%'",
+        "SHOW TABLES FROM system",
+        "SHOW CREATE TABLE system.users",
+        "SHOW COLUMNS FROM system.users",
+        "SHOW GRANTS",
+        "SHOW USERS",
+        "SHOW DATABASES",
         # writes, outfiles, settings
         "SELECT 1 INTO OUTFILE '/tmp/radpulse-h9-outfile'",
         "SELECT 1 SETTINGS readonly = 0",
@@ -161,6 +169,10 @@ LEGIT = [
     ("SELECT arrayMap(x -> x * 2, [1, 2]) AS a, upper('ct') AS m, toDate('2024-03-01') AS d",
      [[[2, 4], "CT", "2024-03-01"]]),
     ("SELECT * FROM system.one", [[0]]),
+    ("SELECT CASE 1 WHEN 1 THEN 'a' ELSE 'b' END AS c, EXISTS (SELECT 1) AS e, [1, 2][2] AS i, (1, 'x').2 AS t",
+     [["a", 1, 2, "x"]]),
+    ("SELECT grouping(number % 2) AS g, count() FROM numbers(4) GROUP BY ROLLUP(number % 2) ORDER BY g, 2",
+     [[0, 2], [0, 2], [1, 4]]),
     ("SELECT count() > 0 FROM system.tables WHERE database = currentDatabase() AND name = 'exams'", [[True]]),
     ("SELECT version, name FROM schema_migrations WHERE version = 1", [[1, "base"]]),
 ]
@@ -177,6 +189,7 @@ def test_radpulse_tables_and_views_still_answer(sink: Sink, sql: str, rows: list
 def test_show_and_describe_answer(sink: Sink) -> None:
     tables = sink.sql("SHOW TABLES").json()["rows"]
     assert ["exams_latest"] in tables and ["dose_reviews"] in tables
+    assert sink.sql("SHOW TABLES LIKE 'exams%' LIMIT 1").json()["rows"] == [["exams"]]
     assert ["exam_key", "String", "", "", "", "", ""] in sink.sql("DESCRIBE exams").json()["rows"]
 
 

@@ -7,6 +7,8 @@ INTO OUTFILE, which chDB executes even in readonly mode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sinks.errors import RefusedQuery
@@ -181,3 +183,32 @@ def test_policy_allows_radpulse_reads(lines: list[str]) -> None:
 def test_policy_refuses(lines: list[str], why: str) -> None:
     with pytest.raises(RefusedQuery, match=why):
         check_ast(POLICY, lines)
+
+
+# -- the endpoint's token file and the SHOW TABLES shape ------------------------------------------------------------
+def test_token_file_is_created_private_and_reused(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from sinks.errors import EndpointAuthError
+    from sinks.sql import ensure_token, read_token
+
+    path = tmp_path / "data" / "sql-endpoint.token"
+    assert read_token(path) is None
+    token = ensure_token(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(token) >= 32
+    assert ensure_token(path) == token == read_token(path)  # a restart keeps the token the clients hold
+    os.chmod(path, 0o644)
+    with pytest.raises(EndpointAuthError, match="chmod 600"):
+        read_token(path)
+
+
+@pytest.mark.parametrize(("sql", "ok"), [
+    ("SHOW TABLES", True), ("show tables like 'exams%' limit 3", True), ("SHOW TABLES NOT ILIKE '%x%'", True),
+    ("SHOW TABLES FROM system", False), ("SHOW DATABASES", False), ("SHOW SETTINGS LIKE '%path%'", False),
+    ("SHOW MERGES", False), ("SHOW FULL TABLES", False),
+])
+def test_only_plain_show_tables(sql: str, ok: bool) -> None:
+    from sinks.sql import _show_tables
+
+    assert _show_tables(sql) is ok
