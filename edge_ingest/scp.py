@@ -346,8 +346,8 @@ class GuardedSocket(AssociationSocket):
             return bytearray()
         # a big PDU may take longer: at least 1 MiB per deadline
         deadline = time.monotonic() + self.deadline_s * max(1.0, nr_bytes / _MIB)
-        buf = bytearray(nr_bytes)
-        view = memoryview(buf)
+        # memory follows what arrives, not what the peer declares (only up to 4 MiB is reserved up front)
+        buf = bytearray(min(nr_bytes, 4 * _MIB))
         got = 0
         try:
             while got < nr_bytes:
@@ -355,12 +355,14 @@ class GuardedSocket(AssociationSocket):
                 if remaining <= 0:
                     raise TimeoutError(f"PDU not complete within {self.deadline_s:.0f} s ([edge] network_timeout_s)")
                 sock.settimeout(remaining)
-                n = sock.recv_into(view[got:], min(nr_bytes - got, 1 << 20))
+                if got == len(buf):
+                    buf.extend(bytes(min(nr_bytes - got, 4 * _MIB)))
+                with memoryview(buf) as view:
+                    n = sock.recv_into(view[got:], min(len(buf) - got, _MIB))
                 if not n:
                     break
                 got += n
         finally:
-            view.release()
             sock.settimeout(self.deadline_s)  # sends use the socket's timeout too: not what was left of this one
         del buf[got:]
         return buf

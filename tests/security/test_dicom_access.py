@@ -239,13 +239,26 @@ def _dribble(sock: socket.socket) -> None:
         pass
 
 
-@pytest.mark.parametrize("behaviour", [_silent, _half_sent_associate, _garbage, _huge_declared_pdu, _dribble],
-                         ids=["idle_tcp", "half_open", "garbage", "huge_pdu", "dribble"])
+def _stalled_mid_message(sock: socket.socket) -> None:
+    """Associated, then the first fragment of a command set (not the last one) and silence: a DIMSE message that
+    never completes."""
+    sock.sendall(associate_rq())
+    assert sock.recv(6)[0] == 0x02  # A-ASSOCIATE-AC
+    fragment = b"\x01" + b"\x01" + b"\x00" * 10  # context 1, control header: command, not last
+    pdv = len(fragment).to_bytes(4, "big") + fragment
+    sock.sendall(b"\x04\x00" + len(pdv).to_bytes(4, "big") + pdv)
+
+
+@pytest.mark.parametrize("behaviour",
+                         [_silent, _half_sent_associate, _garbage, _huge_declared_pdu, _dribble, _stalled_mid_message],
+                         ids=["idle_tcp", "half_open", "garbage", "huge_pdu", "dribble", "stalled_mid_message"])
 def test_useless_connection_is_dropped_in_bounded_time(start_edge, behaviour: Callable[[socket.socket], None]) -> None:
     node = start_edge(edge=FAST)
     sock = connect(node.port)
-    feeder = threading.Thread(target=behaviour, args=(sock,), daemon=True)
-    feeder.start()
+    if behaviour is _dribble:  # keeps sending while we wait for the close
+        threading.Thread(target=behaviour, args=(sock,), daemon=True).start()
+    else:
+        behaviour(sock)
     took = seconds_until_closed(sock, within_s=15)
     sock.close()
     print(f"{behaviour.__name__}: closed by the edge after {took:.2f} s")
