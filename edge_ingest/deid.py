@@ -483,7 +483,8 @@ def _accession_token(keys: EdgeKeys, accession: str) -> str:
 
 
 _DEVICE_TEXT = re.compile(r"[A-Za-z0-9_ .+\-:#/]{1,32}")
-_FOUR_DIGITS = re.compile(r"\d{4}")  # a year, a record number: never part of a name kept as is
+# a year, a date, a phone or record number standing alone: never part of a name kept as is (CTAWP73491 is)
+_LONE_NUMBER = re.compile(r"(?<![A-Za-z0-9])\d{4,}(?![A-Za-z0-9])|\d+[-/.:]\d+[-/.:]\d+")
 
 
 class Describer:
@@ -510,8 +511,9 @@ class Describer:
     def device_text(self, text: str | None) -> str | None:
         """Names the console sets, not the radiographer (coil names like HeadNeck_20): kept as they are when
         short, Latin and free of this object's identifiers; otherwise filtered like any description."""
-        if text and _DEVICE_TEXT.fullmatch(text) and not _FOUR_DIGITS.search(text):
-            words = {w.casefold() for w in re.findall(r"[A-Za-z]+|\d+", text)}
+        if text and _DEVICE_TEXT.fullmatch(text) and not _LONE_NUMBER.search(text):
+            tokens = re.findall(r"[A-Za-z0-9]+", text.casefold())
+            words = {*tokens, *(p for t in tokens for p in re.findall(r"[a-z]+|\d+", t))}
             if not words & self.identifiers.latin:
                 return text
         return self(text)

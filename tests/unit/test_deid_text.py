@@ -311,3 +311,12 @@ def test_reveal_with_no_key_names_what_is_missing_and_creates_nothing(tmp_path: 
 def test_identifiers_include_transliterations() -> None:
     ids = identifiers_from(["Müller^Jürgen"])
     assert {"müller", "mueller", "muller", "jürgen", "juergen", "jurgen"} <= ids.latin
+
+
+@pytest.mark.parametrize(("station", "kept"), [
+    ("CTAWP73491", True), ("PHILIPS-MR3T", True), ("CXDI-710C", True), ("CT 2011-03-21", False),
+    ("CT 15241157815", False), ("DOE", False), ("CT室1", False),
+])
+def test_station_names_stay_unless_they_carry_identifiers(station: str, kept: bool) -> None:
+    event = event_of(make_image(StationName=station, SpecificCharacterSet="ISO_IR 192"))
+    assert (event.station_name == station) is kept, event.station_name
