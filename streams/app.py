@@ -7,13 +7,15 @@ recovers from them. Standby replicas are off so that only the partition's owner 
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import faust
+import faust.auth
 
-from schemas.config import Settings
+from schemas.config import ConfigError, KafkaSettings, Settings
 
 TOPIC_INSTANCES = "instances"
 TOPIC_EXAMS = "exams"
@@ -38,6 +40,31 @@ class StreamsApp:
     out: dict[str, faust.TopicT]
 
 
+def broker_credentials(k: KafkaSettings) -> faust.auth.Credentials | None:
+    """The `[kafka]` security settings as Faust (aiokafka) credentials: the same ones the edge and sink use."""
+    protocol = k.security_protocol.strip().upper()
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"[kafka] security_protocol={k.security_protocol!r}: use PLAINTEXT, SSL, SASL_PLAINTEXT "
+                          "or SASL_SSL")
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        try:
+            context = ssl.create_default_context(cafile=k.ssl_ca_location or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[kafka] ssl_ca_location={k.ssl_ca_location!r} cannot be read ({exc}); "
+                              "point it at a PEM CA bundle") from exc
+    if protocol == "SSL":
+        return faust.auth.SSLCredentials(context)
+    mechanism = k.sasl_mechanism.strip().upper()
+    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(f"[kafka] sasl_mechanism={k.sasl_mechanism!r}: with security_protocol={protocol} use "
+                          "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    return faust.auth.SASLCredentials(username=k.sasl_username, password=k.sasl_password, ssl_context=context,
+                                      mechanism=mechanism)
+
+
 def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None) -> StreamsApp:
     k = settings.kafka
     app_id = f"{k.topic_prefix}-streams"
@@ -46,6 +73,7 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(k),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",

@@ -22,6 +22,7 @@ from streams.dose_events import alerts_for, classify_exam, exam_dose_event, with
 from streams.drl import DEFAULT_DRL_PATH, DrlWatcher
 from streams.exams import ExamState, event_time, fold, is_timing_instance, micros, publish, should_close
 from streams.examtypes import load_rules
+from streams.worker import fail_fast
 
 log = logging.getLogger("radpulse.streams")
 
@@ -40,8 +41,8 @@ class ExamAgents:
                                on_error=lambda err: log.error("DRL table not reloaded: %s", err))
         self._drl_digest: str | None = None
         app = sa.app
-        app.agent(sa.instances, name="assemble-exams")(self.assemble)
-        app.agent(sa.ticks, name="close-exams")(self.close)
+        app.agent(sa.instances, name="assemble-exams")(fail_fast(self.assemble))
+        app.agent(sa.ticks, name="close-exams")(fail_fast(self.close))
         app.timer(interval=sa.settings.streams.tick_interval_s)(self.scan)
 
     async def _publish(self, key: str, state: ExamState, status: str) -> None:

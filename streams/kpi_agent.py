@@ -37,6 +37,7 @@ from streams.utilization import (
     transitions,
     wait_times,
 )
+from streams.worker import fail_fast
 
 log = logging.getLogger("radpulse.streams.kpi")
 
@@ -150,9 +151,9 @@ class KpiAgents:
         # device → {exam_key: base64 Avro Exam}; link ("study:…" / "acc:…") → {event_id: base64 WorkflowEvent}
         self.devices = app.Table("kpi_devices", default=None, schema=schema, partitions=1)
         self.links = app.Table("kpi_links", default=None, schema=schema, partitions=1)
-        app.agent(sa.exams, name="kpi-forward-exams")(self.forward)
-        app.agent(self.workflow, name="kpi-forward-workflow")(self.forward)
-        app.agent(self.inputs, name="kpi-recompute")(self.recompute)
+        app.agent(sa.exams, name="kpi-forward-exams")(fail_fast(self.forward))
+        app.agent(self.workflow, name="kpi-forward-workflow")(fail_fast(self.forward))
+        app.agent(self.inputs, name="kpi-recompute")(fail_fast(self.recompute))
 
     async def forward(self, stream) -> None:  # type: ignore[no-untyped-def]
         async for value in stream:
