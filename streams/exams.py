@@ -100,6 +100,7 @@ class ExamState:
     has_dose_report: bool = False
     has_image: bool = False
     last_update_wall: float = 0.0  # worker wall clock of the last fold (seconds)
+    published: int = 0  # the highest version whose publication the broker confirmed (an outbox marker)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,8 +207,14 @@ def publish(state: ExamState, status: str, now: datetime) -> tuple[ExamState, Ex
     """Bump the version and produce the exam as published. Replaying the same input yields the same versions."""
     state.version += 1
     state.status = status
+    return state, as_exam(state, now)
+
+
+def as_exam(state: ExamState, now: datetime) -> Exam:
+    """The exam as of its current version and status (again after a crash lost a publication)."""
+    status = state.status
     start, end = from_micros(state.start), from_micros(state.end)
-    exam = Exam(
+    return Exam(
         exam_key=state.exam_key,
         site_id=state.site_id,
         version=state.version,
@@ -248,4 +255,3 @@ def publish(state: ExamState, status: str, now: datetime) -> tuple[ExamState, Ex
         mr_field_strength_t=state.field_strength,
         has_dose_report=state.has_dose_report,
     )
-    return state, exam
