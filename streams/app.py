@@ -36,7 +36,6 @@ class StreamsApp:
     exams: faust.TopicT
     ticks: faust.TopicT
     exam_table: faust.Table
-    dose_table: faust.Table
     out: dict[str, faust.TopicT]
 
 
@@ -103,10 +102,10 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     # JSON keys and values: Faust's changelog recovery decodes keys as JSON whatever the write side used, so the
     # table keeps str keys (the pseudonym) and plain-data values (ExamState.to_dict)
     schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+    # one table for an exam's state, dose state and instance-hash chunks: see streams.examstore
     exam_table = app.Table("exams", default=None, schema=schema, partitions=k.partitions)
-    dose_table = app.Table("exam_dose", default=None, schema=schema, partitions=k.partitions)
     out = {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=k.partitions)
         for name in (TOPIC_EXAM_DOSE, TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_DEVICE_KPIS, TOPIC_EXAM_TIMING)
     }
-    return StreamsApp(settings, app, instances, exams, ticks, exam_table, dose_table, out)
+    return StreamsApp(settings, app, instances, exams, ticks, exam_table, out)

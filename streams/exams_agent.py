@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import faust
 
@@ -25,11 +26,13 @@ from streams.app import TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_EXAM_DOSE, St
 from streams.dose_events import alerts_for, classify_exam, exam_dose_event, with_exam_type
 from streams.drl import DEFAULT_DRL_PATH, DrlWatcher
 from streams.exams import ExamState, as_exam, event_time, fold, is_timing_instance, micros, should_close
+from streams.examstore import ExamStore
 from streams.examtypes import load_rules
 from streams.worker import fail_fast
 
 log = logging.getLogger("radpulse.streams")
 
+TICK, EVICT = b"tick", b"evict"
 FULL_SCAN_S = 60.0  # how often the scan re-reads the whole (retention-bounded) table instead of its index
 
 
@@ -43,7 +46,10 @@ class ExamAgents:
         self.inflight: dict[str, int] = {}  # exam → the highest version this worker is publishing right now
         self.watched: set[str] = set()  # exams the scan looks at: open, or last version not yet confirmed
         self._last_full_scan = -1e9
-        self.counters = {"instances": 0, "duplicates": 0, "undecodable": 0, "published": 0, "closed": 0, "alerts": 0}
+        self.counters = {"instances": 0, "duplicates": 0, "undecodable": 0, "published": 0, "closed": 0, "alerts": 0,
+                         "evicted": 0}
+        self.retain_s = sa.settings.streams.retain_days * 86400
+        self.store = ExamStore(sa.exam_table)
         dose = sa.settings.dose
         self.rules = load_rules(dose.exam_type_rules or None)
         self.drls = DrlWatcher(dose.drl_file or DEFAULT_DRL_PATH, active=tuple(dose.drl_tables),
@@ -56,8 +62,8 @@ class ExamAgents:
 
     def _messages(self, key: str, state: ExamState, now: datetime) -> list[tuple[faust.TopicT, bytes, bytes]]:
         """Everything one exam version publishes: the exam, and when complete its dose and DRL alerts."""
-        raw_dose = self.sa.dose_table.get(key)
-        dose = dose_mod.exam_dose(dose_mod.ExamDoseState.from_dict(raw_dose)) if raw_dose else None
+        dose_state = self.store.dose(key)
+        dose = dose_mod.exam_dose(dose_state) if dose_state else None
         exam = as_exam(state, now)
         exam = with_exam_type(exam, classify_exam(self.rules, exam, dose))
         k = key.encode()
@@ -83,9 +89,8 @@ class ExamAgents:
                 del self.inflight[key]
         self.counters["published"] += 1
         self.counters["alerts"] += max(0, len(messages) - 2)
-        raw = self.sa.exam_table.get(key)
-        if raw and raw.get("published", 0) < version:
-            self.sa.exam_table[key] = {**raw, "published": version}
+        raw = self.store.mark_published(key, version)
+        if raw is not None:
             self._watch(key, raw["status"], raw["version"], version)
 
     def _watch(self, key: str, status: str, version: int, published: int) -> None:
@@ -114,28 +119,22 @@ class ExamAgents:
         """Fold one instance into its exam and dose states and write them back. Synchronous on purpose: the read,
         fold and write of an exam must not be interleaved with another agent's. Returns the exam when it was
         (re)opened by this instance and its new version must be published."""
-        table = self.sa.exam_table
         exam_key = event.study_pseudonym
-        raw = table.get(exam_key)
-        before = ExamState.from_dict(raw) if raw else None
+        before = self.store.exam(exam_key)
         reopened = before is None or before.status == "complete"
         state, changed = fold(before, event, time.time())
         if not changed:
             self.counters["duplicates"] += 1
             return None
         self.counters["instances"] += 1
-        raw_dose = self.sa.dose_table.get(exam_key)
-        dose_state, dose_changed = dose_mod.fold_dose(
-            dose_mod.ExamDoseState.from_dict(raw_dose) if raw_dose else None, event
-        )
-        if dose_changed or raw_dose is None:
-            self.sa.dose_table[exam_key] = dose_state.to_dict()
+        before_dose = self.store.dose(exam_key)
+        dose_state, dose_changed = dose_mod.fold_dose(before_dose, event)
         if event.device_id and is_timing_instance(event) and (t := micros(event_time(event))) is not None:
             self.device_clock[event.device_id] = max(self.device_clock.get(event.device_id, t), t)
         if reopened:
             state.version += 1
             state.status = "in_progress"
-        table[exam_key] = state.to_dict()
+        self.store.save(exam_key, state, dose_state if dose_changed or before_dose is None else None)
         self._watch(exam_key, state.status, state.version, state.published)
         return (exam_key, state) if reopened else None
 
@@ -153,18 +152,23 @@ class ExamAgents:
                 exam_key, state = opened
                 await self._deliver(exam_key, state.version, self._messages(exam_key, state, datetime.now(UTC)))
 
-    def close_exam(self, key: str) -> ExamState | None:
+    def close_exam(self, key: str, evict: bool = False) -> ExamState | None:
         """Complete the exam if it is due (synchronously, like ``fold_instance``); else, if a crash lost its last
-        publication, return it to be published again."""
+        publication, return it to be published again. With `evict`, drop a complete exam past retention."""
         self.pending_ticks.pop(key, None)
-        raw = self.sa.exam_table.get(key)
-        if not raw:
+        state = self.store.exam(key)
+        if state is None:
             return None
-        state = ExamState.from_dict(raw)
+        if evict:
+            if self._evictable(self.store.raw(key) or {}):
+                self.store.evict(key)
+                self.watched.discard(key)
+                self.counters["evicted"] += 1
+            return None
         if self._due(state):
             state.version += 1
             state.status = "complete"
-            self.sa.exam_table[key] = state.to_dict()
+            self.store.save(key, state)
             self._watch(key, state.status, state.version, state.published)
             self.counters["closed"] += 1
             return state
@@ -173,11 +177,17 @@ class ExamAgents:
         return None
 
     async def close(self, stream) -> None:  # type: ignore[no-untyped-def]
-        async for raw_key, _value in stream.items():
+        async for raw_key, value in stream.items():
             key = raw_key.decode()
-            state = self.close_exam(key)
+            state = self.close_exam(key, evict=value == EVICT)
             if state is not None:
                 await self._deliver(key, state.version, self._messages(key, state, datetime.now(UTC)))
+
+    def _evictable(self, raw: dict[str, Any]) -> bool:
+        """Complete, its last version confirmed, and nothing received for `[streams] retain_days`."""
+        last = raw.get("last_received") or 0
+        return (raw.get("status") == "complete" and raw.get("published", 0) >= raw.get("version", 0)
+                and last < (time.time() - self.retain_s) * 1_000_000)
 
     def _due(self, state: ExamState) -> bool:
         clock = self.device_clock.get(state.device_id or "")
@@ -187,21 +197,26 @@ class ExamAgents:
     async def scan(self) -> None:
         await self._publish_drls()
         now = time.monotonic()
-        table = self.sa.exam_table
+        evict: list[str] = []
         if now - self._last_full_scan >= FULL_SCAN_S:
-            # after a rebalance or recovery the table holds exams this worker never wrote: index them once
+            # after a rebalance or recovery the table holds exams this worker never wrote: index them; and find
+            # the complete exams past retention (one pass over a table that retention keeps bounded)
             self._last_full_scan = now
-            for key, raw in list(table.items()):
-                if raw:
-                    self._watch(key, raw["status"], raw["version"], raw.get("published", 0))
+            for key, raw in self.store.exam_records():
+                self._watch(key, raw["status"], raw["version"], raw.get("published", 0))
+                if self._evictable(raw):
+                    evict.append(key)
+        for key in evict:
+            await self.sa.ticks.send(key=key.encode(), value=EVICT)
         for key in list(self.watched):
-            raw = table.get(key)
+            raw = self.store.raw(key)
             if not raw:
                 self.watched.discard(key)
                 continue
             if now - self.pending_ticks.get(key, -1e9) < 10:
                 continue  # a tick is on its way
             unconfirmed = raw.get("published", 0) < raw["version"] and self.inflight.get(key, 0) < raw["version"]
-            if unconfirmed or (raw["status"] != "complete" and self._due(ExamState.from_dict(raw))):
+            state = self.store.exam(key)
+            if unconfirmed or (raw["status"] != "complete" and state is not None and self._due(state)):
                 self.pending_ticks[key] = now
-                await self.sa.ticks.send(key=key.encode(), value=b"tick")
+                await self.sa.ticks.send(key=key.encode(), value=TICK)
