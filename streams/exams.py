@@ -110,8 +110,11 @@ class ExamState:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the changelog, without the in-memory hash set; lists copied (the state changes on)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), list) else v)
-                for f in fields(self) if f.name != "seen"}
+        d = dict(self.__dict__)
+        del d["seen"]
+        for name in _LIST_FIELDS:
+            d[name] = list(d[name])
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], sealed: bytes = b"") -> ExamState:
@@ -136,6 +139,9 @@ class ExamState:
     @property
     def end(self) -> int | None:
         return self.timed_end if self.timed_end is not None else self.any_end
+
+
+_LIST_FIELDS = tuple(f.name for f in fields(ExamState) if f.name in ("series_descriptions", "series", "coils"))
 
 
 def _min(a: int | None, b: int | None) -> int | None:
