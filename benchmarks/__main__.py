@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer runs (a few minutes)")
-    parser.add_argument("--only", choices=("edge", "pipeline"), help="run one benchmark")
+    parser.add_argument("--only", choices=("edge", "pipeline", "streams"), help="run one benchmark")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         console.rule("edge throughput")
         edge = edge_throughput.main(["--runs", "3", "--ct", "100", "--small", "600", "--stall-sample", "40"]
                                     if args.quick else [])
+    streams_res: dict[str, Any] = {}
+    if args.only == "streams":  # not in the default run: the pipeline benchmark measures streams alone too
+        from benchmarks import streams
+
+        console.rule("streams (radpulse worker vs Faust's ceiling)")
+        streams_res = streams.main(["--quick"] if args.quick else [])
     if args.only in (None, "pipeline"):
         console.rule("pipeline")
         # the reference: the edge's own throughput on small instances from the edge benchmark
@@ -74,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         console.print("every target met")
     if args.json:
-        args.json.write_text(json.dumps({"started": started, "quick": args.quick, "edge": edge, "pipeline": pipe},
+        args.json.write_text(json.dumps({"started": started, "quick": args.quick, "edge": edge, "pipeline": pipe,
+                                         "streams": streams_res},
                                         indent=2, default=str))
         console.print(f"figures written to {args.json}")
     return 0

@@ -259,6 +259,13 @@ class StreamsSettings:
     tick_interval_s: float = _setting(2.0, "How often the streams look for exams to close.", _positive)
     data_dir: str = _setting("./radpulse-data/streams", "Faust worker state folder.")
     web_port: int = _setting(6066, "Faust worker web port.", _port)
+    retain_days: float = _setting(
+        8.0, "Days a complete exam stays in the streams' state after its last instance; then it is evicted.",
+        _positive,
+    )
+    stop_timeout_s: float = _setting(
+        10.0, "Seconds a stopping streams worker may take; then it exits hard (replay makes that safe).", _positive
+    )
 
 
 @dataclass(frozen=True)

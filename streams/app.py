@@ -7,13 +7,15 @@ recovers from them. Standby replicas are off so that only the partition's owner 
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import faust
+import faust.auth
 
-from schemas.config import Settings
+from schemas.config import ConfigError, KafkaSettings, Settings
 
 TOPIC_INSTANCES = "instances"
 TOPIC_EXAMS = "exams"
@@ -34,8 +36,32 @@ class StreamsApp:
     exams: faust.TopicT
     ticks: faust.TopicT
     exam_table: faust.Table
-    dose_table: faust.Table
     out: dict[str, faust.TopicT]
+
+
+def broker_credentials(k: KafkaSettings) -> faust.auth.Credentials | None:
+    """The `[kafka]` security settings as Faust (aiokafka) credentials: the same ones the edge and sink use."""
+    protocol = k.security_protocol.strip().upper()
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol not in ("SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ConfigError(f"[kafka] security_protocol={k.security_protocol!r}: use PLAINTEXT, SSL, SASL_PLAINTEXT "
+                          "or SASL_SSL")
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        try:
+            context = ssl.create_default_context(cafile=k.ssl_ca_location or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[kafka] ssl_ca_location={k.ssl_ca_location!r} cannot be read ({exc}); "
+                              "point it at a PEM CA bundle") from exc
+    if protocol == "SSL":
+        return faust.auth.SSLCredentials(context)
+    mechanism = k.sasl_mechanism.strip().upper()
+    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ConfigError(f"[kafka] sasl_mechanism={k.sasl_mechanism!r}: with security_protocol={protocol} use "
+                          "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    return faust.auth.SASLCredentials(username=k.sasl_username, password=k.sasl_password, ssl_context=context,
+                                      mechanism=mechanism)
 
 
 def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None) -> StreamsApp:
@@ -46,6 +72,7 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     app = faust.App(
         app_id,
         broker=[f"kafka://{b.strip()}" for b in k.bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(k),
         store="memory://",
         value_serializer="raw",
         key_serializer="raw",
@@ -75,10 +102,10 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
     # JSON keys and values: Faust's changelog recovery decodes keys as JSON whatever the write side used, so the
     # table keeps str keys (the pseudonym) and plain-data values (ExamState.to_dict)
     schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+    # one table for an exam's state, dose state and instance-hash chunks: see streams.examstore
     exam_table = app.Table("exams", default=None, schema=schema, partitions=k.partitions)
-    dose_table = app.Table("exam_dose", default=None, schema=schema, partitions=k.partitions)
     out = {
         name: app.topic(settings.topic(name), key_type=bytes, value_type=bytes, partitions=k.partitions)
         for name in (TOPIC_EXAM_DOSE, TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_DEVICE_KPIS, TOPIC_EXAM_TIMING)
     }
-    return StreamsApp(settings, app, instances, exams, ticks, exam_table, dose_table, out)
+    return StreamsApp(settings, app, instances, exams, ticks, exam_table, out)

@@ -20,11 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faust
-
     from streams.app import create_app
     from streams.exams_agent import ExamAgents
     from streams.kpi_agent import KpiAgents
+    from streams.worker import run_worker
 
     env = dict(os.environ)
     if args.bootstrap:
@@ -46,6 +45,4 @@ def run(args: argparse.Namespace) -> int:
         "streams worker (group %s) reading %s from %s", sa.app.conf.id, sa.instances.get_topic_name(),
         settings.kafka.bootstrap_servers,
     )
-    worker = faust.Worker(sa.app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
-    return 0
+    return run_worker(sa, loglevel=args.loglevel)

@@ -1,8 +1,11 @@
 """Exam assembly as plain functions: fold instances into an exam, close it when quiet, publish versions. Pure.
 
-An exam is a study on one device. Its state holds a compact set of the instances already counted (8-byte hashes
-of event ids), so a resent object or a replayed message after a crash never counts twice: ``fold`` is idempotent.
-Times are epoch microseconds (UTC) so the state serialises to JSON for the Faust table's changelog.
+An exam is a study on one device. Its state holds the set of instances already counted (8-byte hashes of event
+ids), so a resent object or a replayed message after a crash never counts twice: ``fold`` is idempotent. The set
+is persisted in chunks: the state's own record carries only the newest hashes (``seen_tail``, at most
+``SEEN_CHUNK``), older ones sit in sealed chunk records that are written once (``streams.examstore``), so the
+changelog bytes per instance do not grow with the exam. Times are epoch microseconds (UTC) so the state
+serialises to JSON for the Faust table's changelog.
 
 Exam start/end come from *original acquisitions* only: reformats, secondary captures, SRs, presentation states and
 key objects arrive late and would stretch the exam. Projection modalities label their only images DERIVED, so the
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,7 @@ from streams.modality import exam_modality
 NON_IMAGE_MODALITIES = frozenset({"SR", "KO", "PR", "OT", "DOC", "REG", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "AU"})
 CROSS_SECTIONAL = frozenset({"CT", "MR", "PT", "NM", "US"})
 SECONDARY_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture family
+SEEN_CHUNK = 128  # instance hashes per sealed chunk record
 
 
 def micros(dt: datetime | None) -> int | None:
@@ -92,7 +96,8 @@ class ExamState:
     pps_start: int | None = None
     pps_end: int | None = None
     series: list[str] = field(default_factory=list)
-    seen: str = ""  # base64 of concatenated 8-byte instance hashes
+    seen_tail: str = ""  # base64 of the 8-byte hashes of instances counted since the last sealed chunk
+    seen_sealed: int = 0  # sealed chunk records (SEEN_CHUNK hashes each, or more for an upgraded state)
     instance_count: int = 0
     first_received: int | None = None
     last_received: int | None = None
@@ -101,13 +106,32 @@ class ExamState:
     has_dose_report: bool = False
     has_image: bool = False
     last_update_wall: float = 0.0  # worker wall clock of the last fold (seconds)
+    published: int = 0  # the highest version whose publication the broker confirmed (an outbox marker)
+    seen: set[bytes] = field(default_factory=set, repr=False, compare=False)  # in memory only; see seen_tail
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain data for the changelog, without the in-memory hash set; lists copied (the state changes on)."""
+        d = dict(self.__dict__)
+        del d["seen"]
+        for name in _LIST_FIELDS:
+            d[name] = list(d[name])
+        return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExamState:
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], sealed: bytes = b"") -> ExamState:
+        """From the changelog record plus the concatenated sealed chunks of its hash set."""
+        data = dict(data)
+        legacy = data.pop("seen", "")  # states written before the hash set was chunked held every hash here
+        if legacy:
+            data["seen_tail"] = base64.b64encode(base64.b64decode(legacy)
+                                                 + base64.b64decode(data.get("seen_tail", ""))).decode("ascii")
+        state = cls(**data)
+        raw = sealed + base64.b64decode(state.seen_tail)
+        state.seen = {raw[i : i + 8] for i in range(0, len(raw), 8)}
+        return state
+
+    def tail_hashes(self) -> int:
+        return len(self.seen_tail) * 3 // 4 // 8
 
     @property
     def start(self) -> int | None:
@@ -116,6 +140,9 @@ class ExamState:
     @property
     def end(self) -> int | None:
         return self.timed_end if self.timed_end is not None else self.any_end
+
+
+_LIST_FIELDS = tuple(f.name for f in fields(ExamState) if f.name in ("series_descriptions", "series", "coils"))
 
 
 def _min(a: int | None, b: int | None) -> int | None:
@@ -130,11 +157,11 @@ def fold(state: ExamState | None, event: InstanceEvent, wall_now: float) -> tupl
     """Fold one instance into its exam. Returns (state, changed); an instance already counted changes nothing."""
     if state is None:
         state = ExamState(exam_key=event.study_pseudonym, site_id=event.site_id)
-    raw = base64.b64decode(state.seen) if state.seen else b""
     h = instance_hash(event.event_id)
-    if any(raw[i : i + 8] == h for i in range(0, len(raw), 8)):
+    if h in state.seen:
         return state, False
-    state.seen = base64.b64encode(raw + h).decode("ascii")
+    state.seen.add(h)
+    state.seen_tail = base64.b64encode(base64.b64decode(state.seen_tail) + h).decode("ascii")
     state.instance_count += 1
     is_image = (event.modality or "").upper() not in NON_IMAGE_MODALITIES
 
@@ -208,8 +235,14 @@ def publish(state: ExamState, status: str, now: datetime) -> tuple[ExamState, Ex
     """Bump the version and produce the exam as published. Replaying the same input yields the same versions."""
     state.version += 1
     state.status = status
+    return state, as_exam(state, now)
+
+
+def as_exam(state: ExamState, now: datetime) -> Exam:
+    """The exam as of its current version and status (again after a crash lost a publication)."""
+    status = state.status
     start, end = from_micros(state.start), from_micros(state.end)
-    exam = Exam(
+    return Exam(
         exam_key=state.exam_key,
         site_id=state.site_id,
         version=state.version,
@@ -250,4 +283,3 @@ def publish(state: ExamState, status: str, now: datetime) -> tuple[ExamState, Ex
         mr_field_strength_t=state.field_strength,
         has_dose_report=state.has_dose_report,
     )
-    return state, exam

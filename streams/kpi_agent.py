@@ -2,9 +2,10 @@
 
 Exams arrive keyed by study, workflow events by study or procedure step, and KPIs are per device and local day,
 so both streams are forwarded onto one single-partition internal topic where one agent sees everything (a
-department's volume — hundreds of exams a day — is far within one worker's reach). Its tables keep, per device,
-the latest version of each recent exam and, per study/accession, the workflow facts; every change recomputes the
-affected device-days from scratch with ``streams.utilization`` — a pure recomputation, so replays are harmless.
+department's volume — hundreds of exams a day — is far within one worker's reach). Its tables keep the latest
+version of each recent exam (one record per exam) and, per study/accession, the workflow facts; a change marks
+its device-day dirty, and a debounced flush recomputes each dirty device-day from scratch with
+``streams.utilization`` — a pure recomputation, so replays are harmless — and sends only the rows that changed.
 """
 
 from __future__ import annotations
@@ -37,10 +38,13 @@ from streams.utilization import (
     transitions,
     wait_times,
 )
+from streams.worker import fail_fast
 
 log = logging.getLogger("radpulse.streams.kpi")
 
 RETAIN_DAYS = 8  # exams and workflow facts kept per device for recomputation (late corrections, midnight)
+FLUSH_S = 3.0  # dirty device-days are recomputed and published at most this often
+FLUSH = b"flush"
 DEFAULT_HOURS = {"default": {d: ["07:00-19:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
 
 
@@ -113,6 +117,7 @@ def day_kpi_events(
             )
         )
     before = {t.after_exam_key: t for t in transitions(intervals, changeover_cap_s=cap_s)}
+    coil_of = {i.exam_key: i.coil for i in intervals}
     waits = {w.exam_key: w for w in wait_times(todays, workflow, tz)}
     by_key = {e.exam_key: e for e in exams}
     timings = []
@@ -126,7 +131,7 @@ def day_kpi_events(
                 duration_s=(i.end_utc - i.start_utc).total_seconds(),
                 timing_source="MPPS" if i.pps_start_utc else "IMAGES", discontinued=i.discontinued,
                 not_patient=i.not_patient, coil=i.coil, changeover_s=t.changeover_s if t else None,
-                coil_changed=t.coil_change if t else None,
+                coil_changed=t.coil_change if t else None, previous_coil=coil_of.get(t.before_exam_key) if t else None,
                 arrival_to_start_s=w.arrival_to_start_s if w else None, arrival_kind=w.arrival_kind if w else None,
                 order_to_start_s=w.order_to_start_s if w else None,
                 scheduled_delay_s=w.scheduled_delay_s if w else None,
@@ -136,6 +141,11 @@ def day_kpi_events(
 
 
 class KpiAgents:
+    """Exams and workflow facts go into tables; the device-days they touch are marked dirty (a table too, so a
+    crash after the offset commit cannot lose a mark); a flush, at most every ``FLUSH_S`` seconds, recomputes each
+    dirty device-day once and publishes only the KPI and timing rows that changed since this worker last sent
+    them. A busy device-day is recomputed once per flush, not once per exam version."""
+
     def __init__(self, sa: StreamsApp) -> None:
         self.sa = sa
         s = sa.settings
@@ -147,19 +157,48 @@ class KpiAgents:
         self.inputs = app.topic(s.topic("streams_kpi_inputs"), key_type=bytes, value_type=bytes, partitions=1,
                                 internal=True)
         self.workflow = app.topic(s.topic(TOPIC_WORKFLOW), key_type=bytes, value_type=bytes)
-        # device → {exam_key: base64 Avro Exam}; link ("study:…" / "acc:…") → {event_id: base64 WorkflowEvent}
-        self.devices = app.Table("kpi_devices", default=None, schema=schema, partitions=1)
+        # "<device>|<exam_key>" → base64 Avro Exam; link ("study:…" / "acc:…") → {event_id: base64 WorkflowEvent};
+        # "<device>|<day>" → 1 while that device-day awaits its flush
+        self.exams = app.Table("kpi_exams", default=None, schema=schema, partitions=1)
         self.links = app.Table("kpi_links", default=None, schema=schema, partitions=1)
-        app.agent(sa.exams, name="kpi-forward-exams")(self.forward)
-        app.agent(self.workflow, name="kpi-forward-workflow")(self.forward)
-        app.agent(self.inputs, name="kpi-recompute")(self.recompute)
+        self.dirty = app.Table("kpi_dirty", default=None, schema=schema, partitions=1)
+        self._decoded: dict[str, tuple[str, Exam]] = {}
+        self._sent: dict[tuple[str, ...], tuple] = {}  # row identity → its content as last sent
+        self._flush_requested = -1e9  # monotonic time of the last flush request still on its way
+        self.counters = {"flushes": 0, "kpi_rows": 0, "timing_rows": 0}
+        app.agent(sa.exams, name="kpi-forward-exams")(fail_fast(self.forward))
+        app.agent(self.workflow, name="kpi-forward-workflow")(fail_fast(self.forward))
+        app.agent(self.inputs, name="kpi-recompute")(fail_fast(self.recompute))
+        app.timer(interval=FLUSH_S)(self.request_flush)
 
     async def forward(self, stream) -> None:  # type: ignore[no-untyped-def]
         async for value in stream:
             await self.inputs.send(key=b"all", value=value)
 
-    def _exams_of(self, device: str) -> list[Exam]:
-        return [_unb64(Exam, v) for v in (self.devices.get(device) or {}).values()]
+    async def request_flush(self) -> None:
+        # one request in flight at a time; again after 30 s in case it went to a worker that lost the partition
+        now = time.monotonic()
+        if len(self.dirty) and now - self._flush_requested > 30:
+            self._flush_requested = now
+            await self.inputs.send(key=b"all", value=FLUSH)
+
+    def _exam(self, key: str) -> Exam | None:
+        raw = self.exams.get(key)
+        if not raw:
+            return None
+        hit = self._decoded.get(key)
+        if hit is None or hit[0] is not raw:
+            hit = (raw, _unb64(Exam, raw))
+            self._decoded[key] = hit
+        return hit[1]
+
+    def _by_device(self) -> dict[str, list[Exam]]:
+        out: dict[str, list[Exam]] = {}
+        for key in list(self.exams.keys()):
+            exam = self._exam(key)
+            if exam is not None:
+                out.setdefault(key.split("|", 1)[0], []).append(exam)
+        return out
 
     def _workflow_for(self, exams: Iterable[Exam]) -> list[WorkflowEvent]:
         out: dict[str, WorkflowEvent] = {}
@@ -170,29 +209,36 @@ class KpiAgents:
                     out[ev.event_id] = ev
         return list(out.values())
 
+    def _mark(self, device: str, day: date) -> None:
+        key = f"{device}|{day.isoformat()}"
+        if self.dirty.get(key) is None:
+            self.dirty[key] = 1
+
     async def recompute(self, stream) -> None:  # type: ignore[no-untyped-def]
         async for value in stream:
+            if value == FLUSH:
+                self._flush_requested = -1e9
+                await self._flush()
+                continue
             try:
                 name, _ = codec.decode_record(value)
             except (DecodeError, UnknownSchemaError):
                 continue
-            dirty: set[tuple[str, date]] = set()
             if name == "Exam":
                 exam = codec.decode(Exam, value)
                 if exam.status != "complete" or exam.start_utc is None:
                     continue
                 device = device_key(exam)
-                held = dict(self.devices.get(device) or {})
-                old = _unb64(Exam, held[exam.exam_key]) if exam.exam_key in held else None
+                key = f"{device}|{exam.exam_key}"
+                old = self._exam(key)
                 if old is not None and old.version >= exam.version:
                     continue  # a replay or an older version
-                held[exam.exam_key] = _b64(exam)
-                horizon = exam.start_utc - timedelta(days=RETAIN_DAYS)
-                held = {k: v for k, v in held.items() if (_unb64(Exam, v).start_utc or exam.start_utc) >= horizon}
-                self.devices[device] = held
-                dirty.add((device, local_day(exam.start_utc, self.tz)))
+                raw = _b64(exam)
+                self.exams[key] = raw
+                self._decoded[key] = (raw, exam)
+                self._mark(device, local_day(exam.start_utc, self.tz))
                 if old is not None and old.start_utc is not None:
-                    dirty.add((device, local_day(old.start_utc, self.tz)))
+                    self._mark(device, local_day(old.start_utc, self.tz))
             elif name == "WorkflowEvent":
                 ev = codec.decode(WorkflowEvent, value)
                 for link in (f"study:{ev.study_pseudonym}" if ev.study_pseudonym else None,
@@ -201,23 +247,41 @@ class KpiAgents:
                         held = dict(self.links.get(link) or {})
                         held[ev.event_id] = _b64(ev)
                         self.links[link] = held
-                dirty |= self._days_linked_to(ev)
-            for device, day in sorted(dirty):
-                await self._publish_day(device, day)
+                for device, day in self._days_linked_to(ev):
+                    self._mark(device, day)
 
     def _days_linked_to(self, ev: WorkflowEvent) -> set[tuple[str, date]]:
         out = set()
-        for device in list(self.devices.keys()):
-            for exam in self._exams_of(device):
-                if exam.start_utc and (
-                    (ev.study_pseudonym and exam.exam_key == ev.study_pseudonym)
-                    or (ev.accession_pseudonym and exam.accession_pseudonym == ev.accession_pseudonym)
-                ):
-                    out.add((device, local_day(exam.start_utc, self.tz)))
+        for key in list(self.exams.keys()):
+            exam = self._exam(key)
+            if exam is not None and exam.start_utc and (
+                (ev.study_pseudonym and exam.exam_key == ev.study_pseudonym)
+                or (ev.accession_pseudonym and exam.accession_pseudonym == ev.accession_pseudonym)
+            ):
+                out.add((key.split("|", 1)[0], local_day(exam.start_utc, self.tz)))
         return out
 
-    async def _publish_day(self, device: str, day: date) -> None:
-        exams = self._exams_of(device)
+    async def _flush(self) -> None:
+        """Recompute every dirty device-day once; send the rows that changed; forget exams past retention."""
+        marks = sorted(k for k in list(self.dirty.keys()) if self.dirty.get(k) is not None)
+        if not marks:
+            return
+        by_device = self._by_device()
+        newest = max((e.start_utc for exams in by_device.values() for e in exams if e.start_utc), default=None)
+        for mark in marks:
+            device, day = mark.split("|", 1)
+            await self._publish_day(device, date.fromisoformat(day), by_device.get(device, []))
+            del self.dirty[mark]
+        if newest is not None:
+            horizon = newest - timedelta(days=RETAIN_DAYS)
+            for device, exams in by_device.items():
+                for e in exams:
+                    if e.start_utc is not None and e.start_utc < horizon:
+                        del self.exams[f"{device}|{e.exam_key}"]
+                        self._decoded.pop(f"{device}|{e.exam_key}", None)
+        self.counters["flushes"] += 1
+
+    async def _publish_day(self, device: str, day: date, exams: list[Exam]) -> None:
         if not exams:
             return
         now = datetime.now(UTC)
@@ -227,9 +291,23 @@ class KpiAgents:
         )
         out = self.sa.out
         for k in kpis:
-            await out[TOPIC_DEVICE_KPIS].send(key=f"{device}|{day}".encode(), value=codec.encode(k))
+            ident, content = ("kpi", device, str(day), k.grain, str(k.hour_local)), _content(k)
+            if self._sent.get(ident) != content:
+                await out[TOPIC_DEVICE_KPIS].send(key=f"{device}|{day}".encode(), value=codec.encode(k))
+                self._sent[ident] = content
+                self.counters["kpi_rows"] += 1
         for t in timings:
-            await out[TOPIC_EXAM_TIMING].send(key=t.exam_key.encode(), value=codec.encode(t))
+            ident, content = ("timing", t.exam_key), _content(t)
+            if self._sent.get(ident) != content:
+                await out[TOPIC_EXAM_TIMING].send(key=t.exam_key.encode(), value=codec.encode(t))
+                self._sent[ident] = content
+                self.counters["timing_rows"] += 1
+
+
+def _content(row: DeviceKpi | ExamTiming) -> tuple:
+    """A row's values without its version and send time, to tell a changed row from a resend."""
+    return tuple(v for f, v in zip(dataclasses.fields(row), dataclasses.astuple(row), strict=True)
+                 if f.name not in ("version", "updated_at"))
 
 
 __all__ = ["ExamInterval", "KpiAgents", "day_kpi_events", "load_hours"]

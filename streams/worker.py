@@ -1,0 +1,164 @@
+"""Run the streams worker: topics created up front, a bounded stop, and an agent crash that ends the process.
+
+Three ways a Faust worker used to sit in a state nobody could see or end:
+
+* Faust creates changelog and internal topics itself, concurrently with the first messages; on Apache Kafka an
+  agent could see a changelog topic "with 0 partitions" and crash (``PartitionsMismatch``). Every topic, changelogs
+  included, is now created (and visible in metadata) before the worker starts.
+* An agent that crashed left the worker running but processing nothing. Agents are supervised by a crashing
+  supervisor: the process exits non-zero and its supervisor (``radpulse up``, systemd, …) restarts it.
+* A stop could wait on a service's 60 s shutdown timeout (rebalancing, recovering, committing to a broker that is
+  going away). After ``[streams] stop_timeout_s`` the process exits hard: what it had not committed is replayed by
+  the next worker, exactly as after a SIGKILL, which the exam fold absorbs (it is idempotent per instance).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+
+from schemas.config import Settings
+from streams.app import StreamsApp
+
+log = logging.getLogger("radpulse.streams")
+
+
+def internal_topics(app: faust.App) -> list[tuple[str, int, dict[str, str]]]:
+    """(name, partitions, config) of every topic Faust would create itself: table changelogs, the assignor's."""
+    out: list[tuple[str, int, dict[str, str]]] = []
+    for table in app.tables.values():
+        topic = table.changelog_topic
+        out.append((topic.get_topic_name(), topic.partitions or app.conf.topic_partitions,
+                    {"cleanup.policy": "compact"}))
+    for agent in app.agents.values():  # internal=True topics of agents (Faust would create them late)
+        topic = agent.channel
+        if getattr(topic, "internal", False):
+            out.append((topic.get_topic_name(), topic.partitions or app.conf.topic_partitions, {}))
+    out.append((f"{app.conf.id}-__assignor-__leader", 1, {}))
+    return out
+
+
+def create_internal_topics(settings: Settings, topics: Iterable[tuple[str, int, dict[str, str]]],
+                           timeout_s: float = 30.0) -> None:
+    """Create the topics and wait until metadata lists them with every partition."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topics = list(topics)
+    admin = AdminClient(settings.kafka.client_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    new = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf)
+           for name, n, conf in topics if name not in existing]
+    if new:
+        for name, fut in admin.create_topics(new, request_timeout=timeout_s).items():
+            try:
+                fut.result(timeout_s)
+                log.info("created topic %s", name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=timeout_s).topics
+        missing = [name for name, n, _ in topics if name not in meta or len(meta[name].partitions) < n]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {missing} not visible in Kafka metadata after {timeout_s:.0f}s; "
+                               f"check the broker at [kafka] bootstrap_servers")
+        time.sleep(0.2)
+
+
+EXIT_AFTER_CRASH = 70  # EX_SOFTWARE: a supervisor restarts the worker
+
+
+class _Exit:
+    code = 0
+
+
+def fail_fast(fun: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """An agent that raises stops the worker (non-zero exit) instead of leaving it alive and processing nothing."""
+
+    @functools.wraps(fun)
+    async def agent(stream: Any) -> None:
+        try:
+            await fun(stream)
+        except Exception as exc:
+            log.error("streams agent %s crashed (%s: %s); stopping the worker so that its supervisor restarts it",
+                      fun.__name__, type(exc).__name__, exc)
+            _Exit.code = EXIT_AFTER_CRASH
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
+
+    return agent
+
+
+def arm_stop_watchdog(timeout_s: float, state: object) -> threading.Timer:
+    """Exit the process hard if a requested stop has not finished within `timeout_s`."""
+
+    def _expire() -> None:
+        log.warning("streams worker did not stop within %.0f s (state: %s); exiting without a clean stop — the "
+                    "next worker resumes from the last committed offsets ([streams] stop_timeout_s)",
+                    timeout_s, state)
+        for h in logging.getLogger().handlers:
+            h.flush()
+        sys.stderr.flush()
+        os._exit(_Exit.code)
+
+    timer = threading.Timer(timeout_s, _expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+class StreamsWorker(faust.Worker):
+    """A Faust worker whose stop is bounded (a watchdog armed by the stop request)."""
+
+    def __init__(self, app: faust.App, *, stop_timeout_s: float, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self.stop_timeout_s = stop_timeout_s
+        self._watchdog: threading.Timer | None = None
+
+    def _arm(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = arm_stop_watchdog(self.stop_timeout_s, self._state_name())
+
+    def _state_name(self) -> str:
+        app = self.app
+        try:
+            if app.rebalancing:
+                return "rebalancing"
+            if app.tables.recovery.in_recovery:
+                return "recovering"
+        except AttributeError:
+            pass
+        return "running"
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self._arm()
+        super()._schedule_shutdown(signal)
+
+    def stop_and_shutdown(self) -> None:
+        self._arm()
+        super().stop_and_shutdown()
+
+
+def run_worker(sa: StreamsApp, *, loglevel: str) -> int:
+    """Create every topic, then run the worker until it is stopped; returns the exit code."""
+    create_internal_topics(sa.settings, internal_topics(sa.app))
+    worker = StreamsWorker(sa.app, stop_timeout_s=sa.settings.streams.stop_timeout_s, loglevel=loglevel,
+                           quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return _Exit.code or (exc.code if isinstance(exc.code, int) else 1)
+    return _Exit.code
