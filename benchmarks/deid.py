@@ -25,10 +25,10 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 def ct_headers(n: int) -> list[bytes]:
     """`n` CT image datasets of the simulator's day, as received (no pixels needed: parsing stops before them)."""
-    try:
-        from synthetic_hospital.simulator import default_hospital, iter_datasets, plan_days  # after h14's move
-    except ImportError:
-        from infra.simulator import default_hospital, iter_datasets, plan_days
+    from synthetic_hospital.hospital import default_hospital
+    from synthetic_hospital.plan import plan_days
+    from synthetic_hospital.sender import iter_datasets
+
     plan = plan_days(default_hospital(), date(2025, 3, 3), 1, 20250303, "Asia/Shanghai", scale=0.2)
     out: list[bytes] = []
     for _exam, ds in iter_datasets(plan):

@@ -4,7 +4,7 @@ Synthetic InstanceEvents (``--exams`` exams of ``--per-exam`` instances, a dose 
 instances sent twice) are Avro-encoded and produced with confluent-kafka to a fresh topic on the embedded broker
 (or ``--bootstrap``). Measured, each on a fresh worker subprocess warmed with one event:
 
-* **radpulse**: ``python -m infra.cli streams`` — events/s until its consumer group has committed every event; the
+* **radpulse**: ``python -m cli.main streams`` — events/s until its consumer group has committed every event; the
   time until every exam is published complete with every instance counted (instances missing are reported); how
   long the worker stays busy (CPU ≥ 10 % of a core in 1 s windows) after the last exam is complete.
 * **Faust ceiling**: ``benchmarks.faust_ceiling`` — one agent, one table update per event, on a copy of the same
@@ -204,7 +204,7 @@ def run_radpulse(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], 
     topic = f"{prefix}.instances"
     ensure(bootstrap, [topic, f"{prefix}.exams"])
     log = open(work / f"{prefix}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "infra.cli", "streams", "--web-port", "0", "--loglevel", "warn"],
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "warn"],
                             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     reader = ExamReader(bootstrap, f"{prefix}.exams")
     try:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = Path(tmp)
         bootstrap = args.bootstrap
         if not bootstrap:
-            from infra.broker import EmbeddedBroker, free_port
+            from cli.broker import EmbeddedBroker, free_port
 
             broker = EmbeddedBroker(port=free_port(), log_path=work / "broker.log").start()
             bootstrap = broker.bootstrap

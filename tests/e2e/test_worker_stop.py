@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import EmbeddedBroker, free_port
+from cli.broker import EmbeddedBroker, free_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.kafka
@@ -30,7 +30,7 @@ def _start_worker(tmp_path: Path, bootstrap: str) -> tuple[subprocess.Popen[byte
         "RADPULSE_STREAMS__STOP_TIMEOUT_S": str(STOP_TIMEOUT_S),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "streams", "--web-port", "0", "--loglevel", "info"],
+        [sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "info"],
         env=env, cwd=REPO, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     return proc, log
