@@ -191,10 +191,7 @@ def test_cumulative_dose_alert_fires_for_a_patient_over_a_threshold(db: Database
 
 
 def test_demo_busiest_hour_is_local(db: Database) -> None:
-    try:  # the command line lives in cli/ once it moved out of infra/
-        from cli.up_cli import busiest_hour_sql
-    except ImportError:
-        from cli.up_cli import busiest_hour_sql
+    from cli.up_cli import busiest_hour_sql
 
     # three exams start 01:xx UTC (09:xx in Asia/Shanghai), one at 03:10 UTC (11:10)
     starts = [T0 + timedelta(minutes=m) for m in (5, 20, 40, 130)]
