@@ -16,6 +16,7 @@ whatever is per study (identifiers, pseudonyms, accession token, age, filtered d
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from edge_ingest.dicomtime import combine_utc, parse_age_string, parse_da, parse
 from edge_ingest.extract import ExtractError, Header
 from edge_ingest.keys import EdgeKeys
 from edge_ingest.pseudonyms import encrypt_accession, event_id_for, pseudonym, uid_pseudonym
-from edge_ingest.text import UNDECODABLE, TextIssue, element_value, elements
+from edge_ingest.text import UNDECODABLE, TextIssue, clean_text, element_value, elements
 from edge_ingest.vocabulary import MARK, Identifiers, Vocabulary, default_vocabulary, identifiers_from
 from schemas.events import DoseReport, Exposure, InstanceEvent
 
@@ -290,6 +291,7 @@ def identifying_strings(ds: Dataset) -> tuple[str, ...]:
 
 
 _IDENTIFIER_CACHE: OrderedDict[tuple[Any, ...], Identifiers] = OrderedDict()
+_IDENTIFIER_LOCK = threading.Lock()
 
 
 def object_identifiers(ds: Dataset) -> Identifiers:
@@ -301,14 +303,16 @@ def object_identifiers(ds: Dataset) -> Identifiers:
     if _CONTENT_SEQUENCE in keys:
         return identifiers_from(identifying_strings(ds))  # an SR's names sit deep in its tree: no cheap key
     cache_key = tuple((t, _raw_key(elems[t])) for t in tags)
-    hit = _IDENTIFIER_CACHE.get(cache_key)
-    if hit is not None:
-        _IDENTIFIER_CACHE.move_to_end(cache_key)
-        return hit
+    with _IDENTIFIER_LOCK:  # associations run in threads
+        hit = _IDENTIFIER_CACHE.get(cache_key)
+        if hit is not None:
+            _IDENTIFIER_CACHE.move_to_end(cache_key)
+            return hit
     ids = identifiers_from(identifying_strings(ds))
-    _IDENTIFIER_CACHE[cache_key] = ids
-    if len(_IDENTIFIER_CACHE) > 1024:
-        _IDENTIFIER_CACHE.popitem(last=False)
+    with _IDENTIFIER_LOCK:
+        _IDENTIFIER_CACHE[cache_key] = ids
+        if len(_IDENTIFIER_CACHE) > 1024:
+            _IDENTIFIER_CACHE.popitem(last=False)
     return ids
 
 
@@ -502,8 +506,9 @@ class Describer:
     def __call__(self, text: str | None) -> str | None:
         if not text:
             return None
-        if text == UNDECODABLE:
-            return text
+        text = clean_text(text, self.on_issue)  # SR text arrives decoded by pydicom: escapes, U+FFFD
+        if not text or text == UNDECODABLE:
+            return text or None
         result = self.vocabulary.filter(text, self.identifiers, self.max_len)
         self.unknown.extend(result.unknown)
         return result.text

@@ -307,6 +307,12 @@ def test_reveal_with_no_key_names_what_is_missing_and_creates_nothing(tmp_path: 
     err = capsys.readouterr().err
     assert "pseudonym.key is missing" in err and str(tmp_path / "edge" / "keys") in err
     assert not (tmp_path / "edge" / "keys").exists()
+    # with the edge's keys in place it opens the edge's tokens
+    from edge_ingest.pseudonyms import encrypt_accession
+
+    token = encrypt_accession(load_keys(tmp_path / "edge"), "ACC42")
+    assert run_reveal(argparse.Namespace(config=str(config), token=[token])) == 0
+    assert "ACC42" in capsys.readouterr().out
 
 
 def test_identifiers_include_transliterations() -> None:
