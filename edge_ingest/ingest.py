@@ -187,6 +187,10 @@ class Ingestor:
         self.counters = counters
         self.dose_extractor = dose_extractor
         self.on_event = on_event
+        f = source_filter
+        # without device rules (the usual case) the four header lookups per instance are skipped
+        self._device_rules = any((f.ignore_station, f.accept_station, f.ignore_manufacturer, f.accept_manufacturer,
+                                  f.ignore_model, f.accept_model, f.ignore_serial, f.accept_serial))
 
     def ingest(self, rx: Received) -> Outcome:
         self.counters.add("received")
@@ -205,7 +209,7 @@ class Ingestor:
             why = self.filter.device_ignored(
                 _text(ds, "StationName"), _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName"),
                 _text(ds, "DeviceSerialNumber"),
-            )
+            ) if self._device_rules else None
             if why is not None:
                 self.counters.add("ignored")
                 return Outcome(Status.SUCCESS, reason=f"ignored by filter ({why})")

@@ -31,6 +31,8 @@ log = logging.getLogger("radpulse.edge.kafka")
 _TOPIC_MISSING = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
 # don't replace producers faster than this: during a long outage every retry fails
 _RENEW_MIN_INTERVAL_S = 1.0
+# longest a sender waits in poll() before checking whether another sender already served its delivery report
+_POLL_SLICE_S = 0.001
 
 
 @dataclass(eq=False)
@@ -79,12 +81,17 @@ class KafkaSender:
         self._lock = threading.Lock()
         self._running = True
         self._closed = False
+        self._active = 0  # senders waiting for acks right now
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
 
     def _poll_loop(self) -> None:
+        """Serve delivery reports nobody waits for (a sender gave up, a purge); waiting senders serve their own."""
         while self._running:
-            self._producer.poll(0.05)
+            if self._active:
+                time.sleep(0.05)
+            else:
+                self._producer.poll(0.05)
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -167,12 +174,23 @@ class KafkaSender:
                     self._failed = str(exc)
                     return str(exc)
         deadline = time.monotonic() + (timeout_s or self.ack_timeout_s) + 1.0
-        for waiter in waiters:
-            if not waiter.done.wait(max(deadline - time.monotonic(), 0)):
-                self._failed = "no delivery report before the deadline"
-                return self._failed
-            if waiter.error:
-                return waiter.error
+        with self._lock:
+            self._active += 1
+        try:
+            for waiter in waiters:
+                # the waiting thread serves delivery reports itself: one thread handoff less per ack than waiting
+                # for the poller thread. Another sender may serve ours, so poll in short slices and check.
+                while not waiter.done.is_set():
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._failed = "no delivery report before the deadline"
+                        return self._failed
+                    producer.poll(min(remaining, _POLL_SLICE_S))
+                if waiter.error:
+                    return waiter.error
+        finally:
+            with self._lock:
+                self._active -= 1
         return None
 
     def close(self, timeout_s: float = 5.0) -> None:

@@ -27,10 +27,21 @@ class DecodeError(ValueError):
     """Bytes that are not a radpulse single-object-encoded Avro message."""
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None), datetime})
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}  # per class: its dataclass field names, or None
+
+
 def to_record(obj: Any) -> Any:
     """Dataclass → Avro-ready dict (tuples become lists, nested dataclasses dicts)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_record(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    cls = type(obj)
+    if cls in _SCALARS:  # most values: return before any dataclass check (the edge encodes every instance)
+        return obj
+    names = _FIELD_NAMES.get(cls, ())
+    if names == ():
+        is_dc = dataclasses.is_dataclass(cls)
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls)) if is_dc else None
+    if names is not None:
+        return {name: to_record(getattr(obj, name)) for name in names}
     if isinstance(obj, tuple | list):
         return [to_record(v) for v in obj]
     return obj
