@@ -14,8 +14,8 @@ from pathlib import Path
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
+from cli.broker import EmbeddedBroker, free_port
 from edge_ingest.node import EdgeNode
-from infra.broker import EmbeddedBroker, free_port
 from tests.conftest import edge_settings
 from tests.helpers import CT_IMAGE, make_image
 from tests.integration.test_kafka_outage import ApacheKafka
