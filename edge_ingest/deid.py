@@ -119,8 +119,14 @@ def _get(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> Any:
     tag = _TAGS.get(keyword)
     if tag is None:
         tag = _tag(keyword)
-    memo = ds.__dict__.get("_rp_values")
-    if memo is not None and tag in memo:  # the hot path: a value this header already gave
+    d = ds.__dict__
+    elems = d.get("_rp_elems")
+    if elems is None:
+        elems = elements(ds)
+    if tag not in elems:
+        return None  # most keywords asked for are absent from any one header: answer before anything else
+    memo = d.get("_rp_values")
+    if memo is not None and tag in memo:  # a value this header already gave
         value = memo[tag]
     else:
         try:
@@ -138,6 +144,8 @@ def _str(ds: Dataset, keyword: str, on_issue: TextIssue | None = None) -> str | 
     value = _get(ds, keyword, on_issue)
     if value is None:
         return None
+    if type(value) is str:  # decoded and cleaned already (text.element_value)
+        return value.strip() or None
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         text = "\\".join(str(v) for v in value)
     else:
@@ -150,6 +158,8 @@ def _float(ds: Dataset, keyword: str) -> float | None:
     value = _get(ds, keyword)
     if value is None:
         return None
+    if type(value) is float:
+        return value if value == value and abs(value) != float("inf") else None
     if isinstance(value, str) and "\\" in value:
         value = value.split("\\", 1)[0]
     if type(value).__name__ == "MultiValue" or isinstance(value, list | tuple):

@@ -27,8 +27,7 @@ from schemas.config import KafkaSettings
 
 log = logging.getLogger("radpulse.edge.kafka")
 
-# errors that say the topic is gone (e.g. a memory-only broker restarted): recreate it before the next attempt
-_TOPIC_MISSING = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION})
+_TOPIC_CHECK_TIMEOUT_S = 2.0
 # don't replace producers faster than this: during a long outage every retry fails
 _RENEW_MIN_INTERVAL_S = 1.0
 # longest a sender waits in poll() before checking whether another sender already served its delivery report
@@ -56,8 +55,9 @@ class KafkaSender:
         self.renewals = 0
         self._fatal: str | None = None
         self._failed: str | None = None  # a delivery failed: replace the producer before the next send
-        self._missing_topics: set[str] = set()
+        self._failed_topics: set[str] = set()
         self._last_renew = 0.0
+        self._delivered_since_renew = True
         self._conf = settings.client_config() | {
             "enable.idempotence": True,
             "acks": "all",
@@ -111,25 +111,39 @@ class KafkaSender:
             why = self._fatal or self._failed
             self._fatal = self._failed = None
             self._last_renew = time.monotonic()
-            missing, self._missing_topics = self._missing_topics, set()
+            missing, self._failed_topics = self._failed_topics, set()
             old, old_waiters = self._producer, self._waiters.pop(self._generation, set())
             self._generation += 1
             self._waiters[self._generation] = set()
             self._producer = Producer(self._conf)
             self.renewals += 1
-        log.warning("Kafka producer %s failed a delivery (%s); replaced it with a new one", self._conf["client.id"],
-                    why)
+        # once per outage at warning level: during one, every retry fails and replaces the producer again
+        level = logging.WARNING if self._delivered_since_renew else logging.DEBUG
+        self._delivered_since_renew = False
+        log.log(level, "Kafka producer %s failed a delivery (%s); replaced it with a new one", self._conf["client.id"],
+                why)
         for waiter in list(old_waiters):
             _fail(waiter, "producer replaced before the delivery report arrived")
-        # purge so the old producer never delivers a message its waiter already gave up on; destroy off-thread
+        # purge so the old producer never delivers a message its waiter already gave up on; destroy it off this
+        # (association) thread: librdkafka's destroy joins its threads
         old.purge()
-        threading.Thread(target=old.flush, args=(0,), name="kafka-retire", daemon=True).start()
+        retired = [old]
+        del old
+        threading.Thread(target=_retire, args=(retired,), name="kafka-retire", daemon=True).start()
         if missing:
-            try:
-                ensure_topics(self.settings, sorted(missing), timeout_s=5)
-            except Exception as exc:
-                log.warning("could not recreate topic(s) %s (%s); retrying with the next attempt",
-                            ", ".join(sorted(missing)), type(exc).__name__)
+            self._recreate_missing(missing)
+
+    def _recreate_missing(self, topics: set[str]) -> None:
+        """Recreate those of `topics` the broker no longer knows (a memory-only broker restarted, or someone deleted
+        one): librdkafka only times messages out on a missing topic, and they would spool forever."""
+        try:
+            known = self._producer.list_topics(timeout=_TOPIC_CHECK_TIMEOUT_S).topics
+            gone = sorted(t for t in topics if t not in known or known[t].error is not None)
+            if gone:
+                log.warning("topic(s) %s missing on the broker: creating them again", ", ".join(gone))
+                ensure_topics(self.settings, gone, timeout_s=5)
+        except Exception as exc:  # broker still away: check again with the next renewal
+            log.debug("could not check topics %s (%s)", ", ".join(sorted(topics)), type(exc).__name__)
 
     def _on_delivery(self, waiter: _Waiter, generation: int, err: KafkaError | None, topic: str) -> None:
         if err is not None:
@@ -138,8 +152,9 @@ class KafkaSender:
             if generation == self._generation and err.code() not in (KafkaError._PURGE_QUEUE,
                                                                        KafkaError._PURGE_INFLIGHT):
                 self._failed = waiter.error
-                if err.code() in _TOPIC_MISSING:
-                    self._missing_topics.add(topic)
+                self._failed_topics.add(topic)  # checked (and recreated if gone) when the producer is replaced
+        else:
+            self._delivered_since_renew = True
         self._waiters.get(generation, set()).discard(waiter)
         waiter.done.set()
 
@@ -172,6 +187,7 @@ class KafkaSender:
                 except KafkaException as exc:
                     pending.discard(waiter)
                     self._failed = str(exc)
+                    self._failed_topics.add(topic)
                     return str(exc)
         deadline = time.monotonic() + (timeout_s or self.ack_timeout_s) + 1.0
         with self._lock:
@@ -204,6 +220,12 @@ class KafkaSender:
         for waiters in self._waiters.values():
             for waiter in list(waiters):
                 _fail(waiter, "the Kafka sender closed before the delivery report arrived")
+
+
+def _retire(box: list[Producer]) -> None:
+    producer = box.pop()
+    producer.flush(0)  # serve the purged messages' reports; the last reference goes with this frame
+    del producer
 
 
 def _fail(waiter: _Waiter, reason: str) -> None:

@@ -149,7 +149,8 @@ def elements(ds: Dataset) -> dict[int, Any]:
     """The dataset's elements keyed by plain int (pydicom's BaseTag keys compare in Python: slow lookups)."""
     cached = ds.__dict__.get("_rp_elems")
     if cached is None or len(cached) != len(ds._dict):  # built once; rebuilt if someone added elements
-        cached = {int(k): v for k, v in ds._dict.items()}
+        raw = ds._dict
+        cached = dict(zip(map(int, raw.keys()), raw.values(), strict=True))
         ds.__dict__["_rp_elems"] = cached
     return cached  # type: ignore[no-any-return]
 
