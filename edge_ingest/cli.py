@@ -11,7 +11,6 @@ import threading
 from schemas.config import load_settings
 
 log = logging.getLogger("radpulse.edge")
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,9 +42,6 @@ def run_edge(args: argparse.Namespace) -> int:
     from edge_ingest.node import EdgeNode
 
     settings = load_settings(args.config, env={**os.environ, **_overrides(args)})
-    # association threads hand the GIL to each other at every Kafka ack; the default 5 ms switch interval makes each
-    # handoff wait behind another association's CPU work, so 4 senders got less than one (issue 12)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     for line in settings.masked_lines():
         log.info("settings %s", line)
     node = EdgeNode(settings)
