@@ -528,7 +528,8 @@ class Describer:
         short, Latin and free of this object's identifiers; otherwise filtered like any description."""
         if text and _DEVICE_TEXT.fullmatch(text) and not _LONE_NUMBER.search(text):
             tokens = re.findall(r"[A-Za-z0-9]+", text.casefold())
-            words = {*tokens, *(p for t in tokens for p in re.findall(r"[a-z]+|\d+", t))}
+            # one character names no one: DRXEVO1's "1" must not match a "1" among the identifiers
+            words = {w for w in (*tokens, *(p for t in tokens for p in re.findall(r"[a-z]+|\d+", t))) if len(w) > 1}
             if not words & self.identifiers.latin:
                 return text
         return self(text)

@@ -327,3 +327,9 @@ def test_identifiers_include_transliterations() -> None:
 def test_station_names_stay_unless_they_carry_identifiers(station: str, kept: bool) -> None:
     event = event_of(make_image(StationName=station, SpecificCharacterSet="ISO_IR 192"))
     assert (event.station_name == station) is kept, event.station_name
+
+
+def test_a_one_character_identifier_part_does_not_hide_the_station() -> None:
+    # the simulator's DX1 went out as "*": a "1" among the identifiers matched DRXEVO1's trailing digit
+    event = event_of(make_image(StationName="DRXEVO1", PatientID="1", SpecificCharacterSet="ISO_IR 192"))
+    assert event.station_name == "DRXEVO1"
