@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -330,6 +330,11 @@ def test_station_names_stay_unless_they_carry_identifiers(station: str, kept: bo
 
 
 def test_a_one_character_identifier_part_does_not_hide_the_station() -> None:
-    # the simulator's DX1 went out as "*": a "1" among the identifiers matched DRXEVO1's trailing digit
-    event = event_of(make_image(StationName="DRXEVO1", PatientID="1", SpecificCharacterSet="ISO_IR 192"))
-    assert event.station_name == "DRXEVO1"
+    # the simulator's DX1 went out as "*": a one-character identifier part ("1") matched DRXEVO1's trailing digit
+    from synthetic_hospital.hospital import default_hospital
+    from synthetic_hospital.plan import plan_days
+    from synthetic_hospital.sender import iter_datasets
+
+    plan = plan_days(default_hospital(), date(2024, 3, 4), 1, 7, "Asia/Shanghai", scale=0.05)
+    ds = next(ds for _exam, ds in iter_datasets(plan) if getattr(ds, "StationName", "") == "DRXEVO1")
+    assert event_of(ds).station_name == "DRXEVO1"
