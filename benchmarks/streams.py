@@ -229,6 +229,9 @@ def run_radpulse(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], 
         try:
             wait("the radpulse worker committed every event and completed every exam", poll, timeout_s, 0.2)
         except TimeoutError:
+            log.flush()
+            tail = (work / f"{prefix}.log").read_text(errors="replace")[-2000:]
+            console.print(f"[bold red]timed out[/] (worker exit code {proc.poll()}); its log ends:\n{tail}")
             marks.setdefault("complete", float("nan"))
             marks.setdefault("committed", float("nan"))
             marks.setdefault("cpu_s", cpu_seconds(proc.pid) - cpu0)
