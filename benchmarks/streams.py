@@ -229,6 +229,9 @@ def run_radpulse(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], 
         try:
             wait("the radpulse worker committed every event and completed every exam", poll, timeout_s, 0.2)
         except TimeoutError:
+            log.flush()
+            tail = (work / f"{prefix}.log").read_text(errors="replace")[-2000:]
+            console.print(f"[bold red]timed out[/] (worker exit code {proc.poll()}); its log ends:\n{tail}")
             marks.setdefault("complete", float("nan"))
             marks.setdefault("committed", float("nan"))
             marks.setdefault("cpu_s", cpu_seconds(proc.pid) - cpu0)
@@ -285,13 +288,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-exam", type=int, default=150)
     parser.add_argument("--bootstrap", help="an existing Kafka (default: a fresh embedded broker)")
     parser.add_argument("--timeout-s", type=float, default=300)
+    parser.add_argument("--work", type=Path, help="keep the workers' logs in this folder (default: a temporary one)")
+    parser.add_argument("--skip-faust", action="store_true", help="measure the radpulse worker only")
     args = parser.parse_args(argv)
     exams, per_exam = (60, 100) if args.quick else (args.exams, args.per_exam)
     events, distinct = synthetic_events(exams, per_exam)
     console.print(f"{len(events)} events ({distinct} distinct instances) in {exams} exams")
     broker = None
     with tempfile.TemporaryDirectory(prefix="radpulse-bench-streams-") as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         bootstrap = args.bootstrap
         if not bootstrap:
             from cli.broker import EmbeddedBroker, free_port
@@ -299,7 +305,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             broker = EmbeddedBroker(port=free_port(), log_path=work / "broker.log").start()
             bootstrap = broker.bootstrap
         try:
-            faust_res = run_faust(bootstrap, work, events, args.timeout_s)
+            faust_res = {"rate": float("nan"), "cpu_ms_per_event": float("nan")} if args.skip_faust else \
+                run_faust(bootstrap, work, events, args.timeout_s)
             ours = run_radpulse(bootstrap, work, events, exams, distinct, args.timeout_s)
         finally:
             close_readers()

@@ -64,7 +64,12 @@ def broker_credentials(k: KafkaSettings) -> faust.auth.Credentials | None:
                                       mechanism=mechanism)
 
 
-def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None) -> StreamsApp:
+def create_app(settings: Settings, *, web_port: int | None = None, datadir: str | None = None,
+               single_record_batches: bool = False) -> StreamsApp:
+    """`single_record_batches`: one record per produced batch, for the embedded tansu broker, which reports a
+    partition's end as the last batch's first offset + 1: Faust's changelog recovery reads up to that end, so a
+    restarted worker lost the tail of multi-record batches (measured: 2,960 of 3,000 table updates recovered; with
+    one record per batch, all 3,000)."""
     k = settings.kafka
     app_id = f"{k.topic_prefix}-streams"
     datadir = datadir or str(Path(settings.streams.data_dir) / app_id)
@@ -94,6 +99,8 @@ def create_app(settings: Settings, *, web_port: int | None = None, datadir: str 
         datadir=datadir,
         producer_acks=-1,
         producer_compression_type="lz4",
+        # aiokafka always puts one record in an empty batch, so a 1-byte limit means one record per batch
+        producer_max_batch_size=1 if single_record_batches else 16384,
         table_cleanup_interval=timedelta(minutes=5).total_seconds(),
     )
     instances = app.topic(settings.topic(TOPIC_INSTANCES), key_type=bytes, value_type=bytes)

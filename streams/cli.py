@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.app import create_app
     from streams.exams_agent import ExamAgents
     from streams.kpi_agent import KpiAgents
-    from streams.worker import run_worker
+    from streams.worker import broker_misreports_ends, run_worker
 
     env = dict(os.environ)
     if args.bootstrap:
@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
         topics_of.TOPIC_EXAM_DOSE, topics_of.TOPIC_DOSE_ALERTS, topics_of.TOPIC_DRL_VALUES,
         topics_of.TOPIC_DEVICE_KPIS, topics_of.TOPIC_EXAM_TIMING,
     ])
-    sa = create_app(settings, web_port=web_port or None)
+    tansu = broker_misreports_ends(settings)
+    if tansu:
+        log.info("embedded tansu broker: one record per produced batch, so that changelog recovery sees every record")
+    sa = create_app(settings, web_port=web_port or None, single_record_batches=tansu)
     ExamAgents(sa)
     KpiAgents(sa)
     log.info(

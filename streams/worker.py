@@ -102,6 +102,15 @@ def fail_fast(fun: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitabl
     return agent
 
 
+def broker_misreports_ends(settings: Settings, timeout_s: float = 30.0) -> bool:
+    """Is the broker tansu (the embedded default)? Its high watermark is wrong after multi-record batches."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.client_config())  # kept alive until the answer is in: else _DESTROY
+    cluster_id = admin.describe_cluster(request_timeout=timeout_s).result(timeout_s).cluster_id
+    return str(cluster_id or "").startswith("tansu")
+
+
 def arm_stop_watchdog(timeout_s: float, state: object) -> threading.Timer:
     """Exit the process hard if a requested stop has not finished within `timeout_s`."""
 
