@@ -35,7 +35,7 @@ def _worker(tmp_path: Path, bootstrap: str, prefix: str, name: str, idle_close_s
         "RADPULSE_STREAMS__IDLE_CLOSE_S": str(idle_close_s), "RADPULSE_STREAMS__TICK_INTERVAL_S": "1",
         "RADPULSE_STREAMS__QUIET_MINUTES": "100000",
     }
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "streams", "--web-port", "0", "--loglevel", "warn"],
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "warn"],
                             env=env, cwd=REPO, stdout=open(tmp_path / f"worker-{name}.log", "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
