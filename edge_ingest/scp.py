@@ -24,8 +24,10 @@ from __future__ import annotations
 import errno
 import io
 import logging
+import select
 import socket
 import ssl
+import sys
 import tempfile
 import threading
 import time
@@ -38,6 +40,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, dimse_messages, evt
+from pynetdicom import association as _pynd_association
+from pynetdicom import dul as _pynd_dul
 from pynetdicom.sop_class import ModalityPerformedProcedureStep, Verification
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
@@ -368,6 +372,101 @@ class GuardedSocket(AssociationSocket):
         return buf
 
 
+# ----------------------------------------------------------------------------------- event-driven reactors
+
+# pynetdicom 3.0.4's two reactor threads per association poll: each loop sleeps 1 ms, so every C-STORE waits for
+# the association thread's next tick to be served and for the DUL thread's next tick to be answered, and an idle
+# association wakes 2,000 times a second. For the edge's own associations those sleeps become waits that end as
+# soon as there is work: the DUL thread waits on its socket and a wake-up pair (written when a primitive is queued
+# to send), the association thread on an event set when a DIMSE message or ACSE primitive arrives. Both still wake
+# every _REACTOR_IDLE_S to run pynetdicom's own checks (ARTIM and idle timers, kill flags), unchanged.
+_REACTOR_IDLE_S = 0.01
+_ASSOC_REACTOR = _pynd_association.Association._run_reactor.__code__
+_DUL_REACTOR = _pynd_dul.DULServiceProvider.run_reactor.__code__
+
+
+class _ReactorClock:
+    """Stands in for the ``time`` module inside pynetdicom's association and dul modules: only the 1 ms sleep
+    at the top of an edge association's reactor loops changes; every other use is the real ``time``."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        if seconds == 0.001 and sys._getframe(1).f_code in (_ASSOC_REACTOR, _DUL_REACTOR):
+            wait = getattr(threading.current_thread(), "radpulse_wait", None)
+            if wait is not None:
+                wait()
+                return
+        time.sleep(seconds)
+
+
+_pynd_association.time = _ReactorClock()  # type: ignore[assignment]
+_pynd_dul.time = _ReactorClock()  # type: ignore[assignment]
+
+
+def _notify_on_put(q: Any, notify: Callable[[], None]) -> None:
+    put = q.put
+
+    def put_and_notify(item: Any, *args: Any, **kwargs: Any) -> None:
+        put(item, *args, **kwargs)
+        notify()
+
+    q.put = put_and_notify
+
+
+def _make_event_driven(assoc: Any) -> tuple[socket.socket, socket.socket] | None:
+    """Give one acceptor association's reactors their waits; returns the wake-up pair to close when the
+    association ends, or None when no descriptor was left (the association then polls as pynetdicom does)."""
+    try:
+        wake_r, wake_w = socket.socketpair()
+    except OSError:
+        return None
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    dul, dimse = assoc.dul, assoc.dimse
+    ready = threading.Event()
+
+    def wake_dul() -> None:
+        try:
+            wake_w.send(b"\0")
+        except OSError:  # buffer full (a wake-up is pending anyway) or closed at the end
+            pass
+
+    def assoc_wait() -> None:
+        ready.clear()
+        if dimse.msg_queue.qsize() or dul.to_user_queue.qsize():
+            return
+        ready.wait(_REACTOR_IDLE_S)
+
+    def dul_wait() -> None:
+        if dul.to_provider_queue.qsize() or dul.event_queue.qsize() or dul._kill_thread:
+            return
+        sock = dul.socket.socket if dul.socket is not None else None
+        if sock is None or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            time.sleep(0.001 if sock is None else 0)
+            return
+        try:
+            readable, _, _ = select.select([sock, wake_r], [], [], _REACTOR_IDLE_S)
+            if wake_r in readable:
+                wake_r.recv(4096)
+        except (OSError, ValueError):  # the connection closed under us: pynetdicom's next check notices
+            time.sleep(0.001)
+
+    _notify_on_put(dimse.msg_queue, ready.set)
+    _notify_on_put(dul.to_user_queue, ready.set)
+    _notify_on_put(dul.to_provider_queue, wake_dul)
+    assoc.radpulse_wait = assoc_wait
+    dul.radpulse_wait = dul_wait
+    return wake_r, wake_w
+
+
+def _close_wake(wake: tuple[socket.socket, socket.socket] | None) -> None:
+    for end in wake or ():
+        end.close()
+
+
 class _Handler(RequestHandler):
     """One connection: TLS handshake (if configured), then pynetdicom's association, on this thread's watch."""
 
@@ -375,6 +474,7 @@ class _Handler(RequestHandler):
 
     def handle(self) -> None:
         server = self.server
+        wake: tuple[socket.socket, socket.socket] | None = None
         try:
             if server.tls is not None:
                 try:
@@ -385,6 +485,7 @@ class _Handler(RequestHandler):
                     return
                 self.request.settimeout(server.limits.network_timeout_s)
             assoc = self._create_association()
+            wake = _make_event_driven(assoc)
             sock = assoc.dul.socket
             sock.__class__ = GuardedSocket
             sock.max_read = server.limits.max_pdu_read
@@ -393,6 +494,7 @@ class _Handler(RequestHandler):
             assoc.start()
             assoc.join()  # the connection's slot is free only when its association has ended
         finally:
+            _close_wake(wake)
             server.release(self.client_address[0])
             try:
                 self.request.close()

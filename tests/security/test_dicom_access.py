@@ -11,6 +11,7 @@ attack against any running DICOM node, e.g. an older build.
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import socket
@@ -195,6 +196,29 @@ def test_accept_any_called_ae_relaxes_the_check(start_edge) -> None:
     assoc = ae.associate("127.0.0.1", node.port, ae_title="ANY-SCP")
     assert assoc.is_established
     assoc.release()
+
+
+def test_associations_leave_no_descriptors_behind(start_edge) -> None:
+    """Each edge association holds a wake-up socket pair for its event-driven reactors (scp._make_event_driven):
+    closed when the association ends, not whenever the garbage collector gets to the association's cycles."""
+    node = start_edge(edge={"allowed_calling_aes": [SENDER]})
+    assert send_echo_and_store("127.0.0.1", node.port)  # imports, Kafka connection, lazily opened files
+
+    def open_fds_when_idle() -> int:
+        deadline = time.monotonic() + 10
+        while node._server.connections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(os.listdir("/proc/self/fd"))
+
+    gc.disable()
+    try:
+        before = open_fds_when_idle()
+        for _ in range(10):
+            assert send_echo_and_store("127.0.0.1", node.port)
+        after = open_fds_when_idle()
+    finally:
+        gc.enable()
+    assert after - before < 10, f"{after - before} descriptors left open by 10 ended associations"
 
 
 def test_calling_ae_not_listed_is_rejected(start_edge) -> None:
