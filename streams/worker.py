@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -50,32 +49,9 @@ def internal_topics(app: faust.App) -> list[tuple[str, int, dict[str, str]]]:
 def create_internal_topics(settings: Settings, topics: Iterable[tuple[str, int, dict[str, str]]],
                            timeout_s: float = 30.0) -> None:
     """Create the topics and wait until metadata lists them with every partition."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from streams.topics import create_topics
 
-    topics = list(topics)
-    admin = AdminClient(settings.kafka.client_config())
-    existing = admin.list_topics(timeout=timeout_s).topics
-    new = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf)
-           for name, n, conf in topics if name not in existing]
-    if new:
-        for name, fut in admin.create_topics(new, request_timeout=timeout_s).items():
-            try:
-                fut.result(timeout_s)
-                log.info("created topic %s", name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-    deadline = time.monotonic() + timeout_s
-    while True:
-        meta = admin.list_topics(timeout=timeout_s).topics
-        missing = [name for name, n, _ in topics if name not in meta or len(meta[name].partitions) < n]
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {missing} not visible in Kafka metadata after {timeout_s:.0f}s; "
-                               f"check the broker at [kafka] bootstrap_servers")
-        time.sleep(0.2)
+    create_topics(settings, topics, timeout_s)
 
 
 EXIT_AFTER_CRASH = 70  # EX_SOFTWARE: a supervisor restarts the worker

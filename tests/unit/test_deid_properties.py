@@ -37,6 +37,7 @@ from edge_ingest.mpps import mpps_event
 from edge_ingest.vocabulary import default_vocabulary, identifiers_from
 from schemas import codec
 from tests.helpers import encode_dataset, make_image
+from tests.unit.test_deid_text import strings
 
 KEYS = EdgeKeys(b"k" * 32, b"a" * 32)
 CTX = DeidContext(keys=KEYS, site_id="site-a", edge_id="edge-1", site_timezone="Asia/Shanghai")
@@ -150,14 +151,6 @@ def leaks(person_values: list[str], with_phi: list[str], without_phi: list[str])
     return found
 
 
-def strings(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if dataclasses.is_dataclass(value):
-        return [s for f in dataclasses.fields(value) for s in strings(getattr(value, f.name))]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in strings(v)]
-    return []
 
 
 def _free_text(event: object) -> list[str]:
