@@ -107,6 +107,7 @@ class ExamState:
     has_image: bool = False
     last_update_wall: float = 0.0  # worker wall clock of the last fold (seconds)
     published: int = 0  # the highest version whose publication the broker confirmed (an outbox marker)
+    partition: int = -1  # of the exam's instances: its ticks go there, so its records stay in one changelog partition
     seen: set[bytes] = field(default_factory=set, repr=False, compare=False)  # in memory only; see seen_tail
 
     def to_dict(self) -> dict[str, Any]:

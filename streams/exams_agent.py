@@ -116,7 +116,7 @@ class ExamAgents:
         self._drl_digest = table.digest
         log.info("DRL tables %s in force (%d values from %s)", ",".join(table.active), len(table.rows), table.path)
 
-    def fold_instance(self, event: InstanceEvent) -> tuple[str, ExamState] | None:
+    def fold_instance(self, event: InstanceEvent, partition: int = -1) -> tuple[str, ExamState] | None:
         """Fold one instance into its exam and dose states and write them back. Synchronous on purpose: the read,
         fold and write of an exam must not be interleaved with another agent's. Returns the exam when it was
         (re)opened by this instance and its new version must be published."""
@@ -135,6 +135,8 @@ class ExamAgents:
         if reopened:
             state.version += 1
             state.status = "in_progress"
+        if partition >= 0:
+            state.partition = partition
         self.store.save(exam_key, state, dose_state if dose_changed or before_dose is None else None)
         self._watch(exam_key, state.status, state.version, state.published)
         return (exam_key, state) if reopened else None
@@ -148,7 +150,8 @@ class ExamAgents:
                 log.warning("skipped an undecodable message on %s (key %s)", self.sa.instances.get_topic_name(),
                             (key or b"")[:40])
                 continue
-            opened = self.fold_instance(event)
+            current = getattr(stream, "current_event", None)
+            opened = self.fold_instance(event, current.message.partition if current is not None else -1)
             if opened is not None:
                 exam_key, state = opened
                 await self._deliver(exam_key, state.version, self._messages(exam_key, state, datetime.now(UTC)))
@@ -208,7 +211,7 @@ class ExamAgents:
                 if self._evictable(raw):
                     evict.append(key)
         for key in evict:
-            await self.sa.ticks.send(key=key.encode(), value=EVICT)
+            await self._tick(key, EVICT)
         for key in list(self.watched):
             raw = self.store.raw(key)
             if not raw:
@@ -220,4 +223,14 @@ class ExamAgents:
             state = self.store.exam(key)
             if unconfirmed or (raw["status"] != "complete" and state is not None and self._due(state)):
                 self.pending_ticks[key] = now
-                await self.sa.ticks.send(key=key.encode(), value=TICK)
+                await self._tick(key, TICK)
+
+    async def _tick(self, key: str, value: bytes) -> None:
+        """To the partition of the exam's instances: the tick's handler writes the exam, and a table write goes to
+        the changelog partition of the message being handled. Keyed by the producer's own partitioner instead
+        (murmur2, where the edge's librdkafka uses crc32), an exam's records were split over two changelog
+        partitions and, with two workers, a stale copy could close an exam with fewer instances."""
+        raw = self.store.raw(key)
+        partition = raw.get("partition", -1) if raw else -1
+        known = 0 <= partition < (self.sa.ticks.partitions or 0)
+        await self.sa.ticks.send(key=key.encode(), value=value, partition=partition if known else None)
