@@ -22,7 +22,6 @@ from schemas.codec import DecodeError
 from schemas.events import DrlValue, InstanceEvent
 from schemas.registry import UnknownSchemaError
 from streams import dose as dose_mod
-from streams import fastcodec
 from streams.app import TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_EXAM_DOSE, StreamsApp
 from streams.dose_events import alerts_for, classify_exam, exam_dose_event, with_exam_type
 from streams.drl import DEFAULT_DRL_PATH, DrlWatcher
@@ -144,7 +143,7 @@ class ExamAgents:
     async def assemble(self, stream) -> None:  # type: ignore[no-untyped-def]
         async for key, value in stream.items():
             try:
-                event = fastcodec.decode(InstanceEvent, value)
+                event = codec.decode(InstanceEvent, value)
             except (DecodeError, UnknownSchemaError, ValueError, TypeError):
                 self.counters["undecodable"] += 1
                 log.warning("skipped an undecodable message on %s (key %s)", self.sa.instances.get_topic_name(),
