@@ -99,6 +99,9 @@ class EmbeddedBroker:
             raise BrokerError(f"tansu exited with code {self.process.returncode}; is port {self.port} in use?")
         return self
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return

@@ -1,4 +1,5 @@
-"""`radpulse broker`: the embedded Kafka-protocol broker (tansu, memory-only)."""
+"""`radpulse broker`: the embedded Kafka-protocol broker (tansu, memory-only; an orderly stop saves its state to
+`[broker] snapshot_file` and the next start restores it — stop the edge, streams and sink first)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import threading
 
 from cli.broker import EmbeddedBroker
+from cli.supervisor import restore_snapshot, save_snapshot
 from schemas.config import load_settings
 
 log = logging.getLogger("radpulse.broker")
@@ -22,7 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     broker = EmbeddedBroker(port=args.port or settings.broker.port, binary=settings.broker.binary).start()
-    log.info("embedded broker (tansu, memory-only: a restart loses all topics) ready on %s", broker.bootstrap)
+    try:
+        restore_snapshot(settings, broker)
+    except Exception:
+        broker.stop()
+        raise
+    log.info("embedded broker (tansu, memory-only; state saved to [broker] snapshot_file at an orderly stop) ready "
+             "on %s", broker.bootstrap)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -32,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
                 return 1
     except KeyboardInterrupt:
         pass
+    save_snapshot(settings, broker)
     broker.stop()
     return 0

@@ -107,6 +107,12 @@ class Supervisor:
             self.broker = EmbeddedBroker(port=s.broker.port, binary=s.broker.binary,
                                          log_path=self.log_dir / "broker.log").start()
             log.info("Kafka: embedded tansu broker (memory-only) on %s", self.broker.bootstrap)
+            try:
+                restore_snapshot(self.settings, self.broker)
+            except Exception:
+                self.broker.stop()  # and never save over the snapshot that could not be restored
+                self.broker = None
+                raise
         else:
             wait_for_kafka(s.kafka.bootstrap_servers, 30)
             log.info("Kafka: external broker at %s", s.kafka.bootstrap_servers)
@@ -153,7 +159,36 @@ class Supervisor:
         for child in reversed(self.children):
             child.stop()
         if self.broker is not None:
+            save_snapshot(self.settings, self.broker)
             self.broker.stop()
+
+
+def save_snapshot(settings: Settings, broker: EmbeddedBroker) -> None:
+    """Keep the memory-only broker's unconsumed records and the streams' state for the next start."""
+    from cli.broker_snapshot import save
+
+    if not settings.broker.snapshot_file or not broker.alive():
+        return
+    path = Path(settings.broker.snapshot_file)
+    try:
+        stats = save(settings.kafka.client_config() | {"bootstrap.servers": broker.bootstrap}, path)
+    except Exception as exc:  # the stop must go on; say what is lost
+        log.error("the embedded broker's state was NOT saved to %s (%s): the next start begins empty", path, exc)
+        return
+    log.info("embedded broker state saved to %s: %d records of %d topics (%d read) in %.1fs", path, stats.records,
+             stats.topics, stats.read, stats.seconds)
+
+
+def restore_snapshot(settings: Settings, broker: EmbeddedBroker) -> None:
+    """Write back what the last orderly stop saved, before any radpulse process connects."""
+    from cli.broker_snapshot import restore
+
+    if not settings.broker.snapshot_file or not Path(settings.broker.snapshot_file).exists():
+        return
+    path = Path(settings.broker.snapshot_file)
+    stats = restore(settings.kafka.client_config() | {"bootstrap.servers": broker.bootstrap}, path)
+    log.info("embedded broker state restored from %s: %d records of %d topics in %.1fs", path, stats.records,
+             stats.topics, stats.seconds)
 
 
 def _mask(url: str) -> str:

