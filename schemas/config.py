@@ -267,6 +267,9 @@ class StreamsSettings:
         8.0, "Days a complete exam stays in the streams' state after its last instance; then it is evicted.",
         _positive,
     )
+    evict_scan_s: float = _setting(
+        60.0, "How often the streams re-read their whole exam table for exams past retain_days.", _positive
+    )
     stop_timeout_s: float = _setting(
         10.0, "Seconds a stopping streams worker may take; then it exits hard (replay makes that safe).", _positive
     )

@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from sinks.rows import Row
 
 Partition = tuple[str, int]  # (topic, partition)
+# instances before exams before exam_dose: merging a late exam generation reads the instances and the exam rows
+FLUSH_FIRST = ("instances", "exams", "exam_dose")
+
+
+def _flush_rank(table: str) -> int:
+    return FLUSH_FIRST.index(table) if table in FLUSH_FIRST else len(FLUSH_FIRST)
 
 
 @dataclass
@@ -56,7 +62,7 @@ class Batcher:
     def flush(self, insert: Callable[[str, list[Row]], None]) -> dict[Partition, int]:
         """Insert every table's rows; offsets to commit once all are in. An exception from ``insert`` propagates
         and leaves the failed table (and all offsets) pending."""
-        for table in list(self._rows):
+        for table in sorted(self._rows, key=_flush_rank):
             rows = self._rows[table]
             if rows:
                 insert(table, rows)

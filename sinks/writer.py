@@ -38,6 +38,7 @@ from schemas.registry import UnknownSchemaError
 from sinks.batcher import Batcher, Partition
 from sinks.clickhouse import Database
 from sinks.errors import ClickHouseError, RowError
+from sinks.generations import GenerationMerger
 from sinks.rows import COLUMNS, Row, rows_for
 
 log = logging.getLogger("radpulse.sinks.writer")
@@ -88,6 +89,7 @@ class SinkWriter:
         self.topics = [settings.topic(t) for t in TOPICS]
         self.counters = SinkCounters()
         self.batcher = Batcher(batch_rows, flush_interval_s)
+        self.generations = GenerationMerger(db)
         self.retry_max_s = retry_max_s
         self._flushing = False
         self._paused = False
@@ -236,6 +238,10 @@ class SinkWriter:
 
     # -- flush and commit ----------------------------------------------------------------------------------------
     def _insert(self, table: str, rows: list[Row]) -> None:
+        if table == "exams":  # a late generation of an exam continues the stored one (sinks/generations.py)
+            rows = self.generations.exams(rows)
+        elif table == "exam_dose":
+            rows = self.generations.exam_dose(rows)
         self.db.insert(table, rows, COLUMNS[table])
         self.counters.rows_written[table] += len(rows)
 

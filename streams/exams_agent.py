@@ -20,6 +20,7 @@ import faust
 from schemas import codec
 from schemas.codec import DecodeError
 from schemas.events import DrlValue, InstanceEvent
+from schemas.exam_version import first_version
 from schemas.registry import UnknownSchemaError
 from streams import dose as dose_mod
 from streams.app import TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_EXAM_DOSE, StreamsApp
@@ -33,7 +34,6 @@ from streams.worker import fail_fast
 log = logging.getLogger("radpulse.streams")
 
 TICK, EVICT = b"tick", b"evict"
-FULL_SCAN_S = 60.0  # how often the scan re-reads the whole (retention-bounded) table instead of its index
 
 
 class ExamAgents:
@@ -131,6 +131,8 @@ class ExamAgents:
         dose_state, dose_changed = dose_mod.fold_dose(before_dose, event)
         if event.device_id and is_timing_instance(event) and (t := micros(event_time(event))) is not None:
             self.device_clock[event.device_id] = max(self.device_clock.get(event.device_id, t), t)
+        if before is None:  # a new generation: it outranks what an evicted or lost state published (exam_version)
+            state.version = first_version(time.time())
         if reopened:
             state.version += 1
             state.status = "in_progress"
@@ -201,7 +203,7 @@ class ExamAgents:
         await self._publish_drls()
         now = time.monotonic()
         evict: list[str] = []
-        if now - self._last_full_scan >= FULL_SCAN_S:
+        if now - self._last_full_scan >= self.sa.settings.streams.evict_scan_s:
             # after a rebalance or recovery the table holds exams this worker never wrote: index them; and find
             # the complete exams past retention (one pass over a table that retention keeps bounded)
             self._last_full_scan = now

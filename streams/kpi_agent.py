@@ -25,6 +25,7 @@ from schemas import codec
 from schemas.codec import DecodeError
 from schemas.config import Settings
 from schemas.events import DeviceKpi, Exam, ExamTiming, WorkflowEvent
+from schemas.exam_version import generation
 from schemas.registry import UnknownSchemaError
 from streams.app import TOPIC_DEVICE_KPIS, TOPIC_EXAM_TIMING, TOPIC_WORKFLOW, StreamsApp
 from streams.hours import OperatingHours, as_zone, parse_hours
@@ -43,6 +44,7 @@ from streams.worker import fail_fast
 log = logging.getLogger("radpulse.streams.kpi")
 
 RETAIN_DAYS = 8  # exams and workflow facts kept per device for recomputation (late corrections, midnight)
+CONTINUED = "~"  # prefix of a held exam that spans generations: its later versions keep extending it
 FLUSH_S = 3.0  # dirty device-days are recomputed and published at most this often
 FLUSH = b"flush"
 DEFAULT_HOURS = {"default": {d: ["07:00-19:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
@@ -140,6 +142,19 @@ def day_kpi_events(
     return kpis, timings
 
 
+def continued(old: Exam, new: Exam) -> Exam:
+    """A later generation of an exam (its state was evicted or lost; ``schemas.exam_version``) holds only the late
+    instances: the exam spans both."""
+    start = min(t for t in (old.start_utc, new.start_utc) if t is not None) if old.start_utc or new.start_utc \
+        else None
+    end = max(t for t in (old.end_utc, new.end_utc) if t is not None) if old.end_utc or new.end_utc else None
+    return dataclasses.replace(
+        new, start_utc=start, end_utc=end, duration_s=(end - start).total_seconds() if start and end else None,
+        instance_count=max(old.instance_count, new.instance_count),
+        series_count=max(old.series_count, new.series_count),
+    )
+
+
 class KpiAgents:
     """Exams and workflow facts go into tables; the device-days they touch are marked dirty (a table too, so a
     crash after the offset commit cannot lose a mark); a flush, at most every ``FLUSH_S`` seconds, recomputes each
@@ -162,10 +177,13 @@ class KpiAgents:
         self.exams = app.Table("kpi_exams", default=None, schema=schema, partitions=1)
         self.links = app.Table("kpi_links", default=None, schema=schema, partitions=1)
         self.dirty = app.Table("kpi_dirty", default=None, schema=schema, partitions=1)
+        # "<device>|<day>" → 1 once that day's exams were forgotten: its published KPIs are final (a few per device
+        # and year, so this table stays small)
+        self.closed = app.Table("kpi_closed_days", default=None, schema=schema, partitions=1)
         self._decoded: dict[str, tuple[str, Exam]] = {}
         self._sent: dict[tuple[str, ...], tuple] = {}  # row identity → its content as last sent
         self._flush_requested = -1e9  # monotonic time of the last flush request still on its way
-        self.counters = {"flushes": 0, "kpi_rows": 0, "timing_rows": 0}
+        self.counters = {"flushes": 0, "kpi_rows": 0, "timing_rows": 0, "late_for_closed_day": 0}
         app.agent(sa.exams, name="kpi-forward-exams")(fail_fast(self.forward))
         app.agent(self.workflow, name="kpi-forward-workflow")(fail_fast(self.forward))
         app.agent(self.inputs, name="kpi-recompute")(fail_fast(self.recompute))
@@ -188,7 +206,7 @@ class KpiAgents:
             return None
         hit = self._decoded.get(key)
         if hit is None or hit[0] is not raw:
-            hit = (raw, _unb64(Exam, raw))
+            hit = (raw, _unb64(Exam, raw.removeprefix(CONTINUED)))
             self._decoded[key] = hit
         return hit[1]
 
@@ -233,7 +251,18 @@ class KpiAgents:
                 old = self._exam(key)
                 if old is not None and old.version >= exam.version:
                     continue  # a replay or an older version
-                raw = _b64(exam)
+                day = local_day(exam.start_utc, self.tz)
+                if old is None and self.closed.get(f"{device}|{day.isoformat()}") is not None:
+                    # a late generation of an exam whose day was forgotten: recomputing that day from this exam
+                    # alone would replace its KPIs with a one-exam day
+                    self.counters["late_for_closed_day"] += 1
+                    continue
+                held = self.exams.get(key) or ""
+                spans = old is not None and (generation(old.version) != generation(exam.version)
+                                             or held.startswith(CONTINUED))
+                if old is not None and spans:
+                    exam = continued(old, exam)
+                raw = (CONTINUED if spans else "") + _b64(exam)
                 self.exams[key] = raw
                 self._decoded[key] = (raw, exam)
                 self._mark(device, local_day(exam.start_utc, self.tz))
@@ -279,6 +308,9 @@ class KpiAgents:
                     if e.start_utc is not None and e.start_utc < horizon:
                         del self.exams[f"{device}|{e.exam_key}"]
                         self._decoded.pop(f"{device}|{e.exam_key}", None)
+                        closed = f"{device}|{local_day(e.start_utc, self.tz).isoformat()}"
+                        if self.closed.get(closed) is None:
+                            self.closed[closed] = 1
         self.counters["flushes"] += 1
 
     async def _publish_day(self, device: str, day: date, exams: list[Exam]) -> None:

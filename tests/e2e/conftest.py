@@ -16,6 +16,9 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
 
 from edge_ingest.node import EdgeNode
 from edge_ingest.pseudonyms import uid_pseudonym
@@ -188,6 +191,23 @@ def _pipeline(tmp_path: Path, kafka_bootstrap: str, topic_prefix: str, chdb_root
         sink_thread.join(30)
         node.stop()
         db.command(f"DROP DATABASE IF EXISTS {database}")
+
+
+def store_datasets(port: int, items: list[tuple[str, Dataset]]) -> None:
+    """C-STORE each (sender AE title, dataset) over one association per sender; every one must succeed."""
+    for title in dict.fromkeys(t for t, _ in items):
+        datasets = [ds for t, ds in items if t == title]
+        ae = AE(ae_title=title)
+        for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
+            ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate("127.0.0.1", port, ae_title="RADPULSE")
+        assert assoc.is_established
+        try:
+            for ds in datasets:
+                status = assoc.send_c_store(ds)
+                assert status and status.Status == 0, status
+        finally:
+            assoc.release()
 
 
 def small_plan(devices: tuple[str, ...] = ("CT1", "MR1", "DX1"), per_device: int = 6, seed: int = 11) -> Plan:

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 from pydicom import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 
 from cli.broker import free_port
 from cli.supervisor import Supervisor
 from schemas.config import Settings, load_settings
 from sinks.sql import query
 from synthetic_hospital.sender import iter_datasets
-from tests.e2e.conftest import small_plan
+from tests.e2e.conftest import small_plan, store_datasets
 
 
 @pytest.fixture
@@ -44,23 +42,6 @@ def up_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings
     monkeypatch.setenv("RADPULSE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{env['RADPULSE_BROKER__PORT']}")
     monkeypatch.delenv("RADPULSE_CONFIG", raising=False)
     yield load_settings(None)
-
-
-def store(port: int, items: list[tuple[str, Dataset]]) -> None:
-    """C-STORE each (sender AE title, dataset) over one association per sender; every one must succeed."""
-    for title in dict.fromkeys(t for t, _ in items):
-        datasets = [ds for t, ds in items if t == title]
-        ae = AE(ae_title=title)
-        for uid in sorted({str(ds.SOPClassUID) for ds in datasets}):
-            ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate("127.0.0.1", port, ae_title="RADPULSE")
-        assert assoc.is_established
-        try:
-            for ds in datasets:
-                status = assoc.send_c_store(ds)
-                assert status and status.Status == 0, status
-        finally:
-            assoc.release()
 
 
 def wait_for(settings: Settings, sql: str, expected: object, timeout_s: float = 180) -> object:
@@ -97,7 +78,7 @@ def test_up_restart_mid_day_counts_late_instances_once(up_env: Settings, tmp_pat
     sup = Supervisor(up_env, log_dir=tmp_path / "logs")
     try:
         sup.start()
-        store(up_env.edge.port, before)
+        store_datasets(up_env.edge.port, before)
         got = wait_for(up_env, "SELECT count() FROM exams_latest WHERE status = 'complete'", [(n_exams,)])
         assert got == [(n_exams,)], f"{got}; logs in {tmp_path / 'logs'}"
     finally:
@@ -109,7 +90,7 @@ def test_up_restart_mid_day_counts_late_instances_once(up_env: Settings, tmp_pat
     try:
         sup.start()
         assert not snapshot.exists() and snapshot.with_name(snapshot.name + ".restored").exists()
-        store(up_env.edge.port, after + resent)
+        store_datasets(up_env.edge.port, after + resent)
         got = wait_for(up_env, count_sql, truth)
         assert got == truth, f"instance counts {got} != truth {truth}; logs in {tmp_path / 'logs'}"
         got = wait_for(up_env, kpi_sql, [(n_exams,)], timeout_s=60)
