@@ -159,17 +159,18 @@ def _committed(admin, timeout_s: float) -> Offsets:  # type: ignore[no-untyped-d
     return out
 
 
-def _read_all(client: dict[str, str], topics: dict[str, dict[str, Any]], quiet_s: float, timeout_s: float
-              ) -> dict[tuple[str, int], list[tuple[int, Record]]]:
-    """Every readable record. Read until nothing arrives for `quiet_s`: tansu's high watermark can be short of
-    the last record, so the end is found by reading, not by asking."""
+def _read_all(client: dict[str, str], topics: dict[str, dict[str, Any]], committed: Offsets, quiet_s: float,
+              timeout_s: float) -> dict[tuple[str, int], list[tuple[int, Record]]]:
+    """Every record some group still needs (changelogs: all). Read until nothing arrives for `quiet_s`: tansu's
+    high watermark can be short of the last record, so the end is found by reading, not by asking."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(client | {"group.id": "radpulse-snapshot", "enable.auto.commit": False,
                                   "enable.partition.eof": False, "auto.offset.reset": "earliest"})
     out: dict[tuple[str, int], list[tuple[int, Record]]] = defaultdict(list)
     try:
-        tps = [TopicPartition(t, p, 0) for t, m in topics.items() for p in range(m["partitions"])]
+        tps = [TopicPartition(t, p, 0 if is_compacted(t, m["config"]) else first)
+               for t, m in topics.items() for p, first in keep_from(t, m["partitions"], committed).items()]
         if not tps:
             return out
         consumer.assign(tps)
@@ -199,7 +200,7 @@ def save(client: dict[str, str], path: Path, *, quiet_s: float = 1.5, timeout_s:
     admin = _admin(client)
     topics = _topics(admin, 10)
     committed = {g: o for g, o in _committed(admin, 10).items() if g != "radpulse-snapshot"}
-    by_tp = _read_all(client, topics, quiet_s, timeout_s)
+    by_tp = _read_all(client, topics, committed, quiet_s, timeout_s)
     kept, moved = select(by_tp, topics, committed)
     manifest = {"format": FORMAT_VERSION, "saved_at": time.time(), "topics": topics, "offsets": moved}
     path.parent.mkdir(parents=True, exist_ok=True)
