@@ -84,7 +84,8 @@ class ChangelogTable(faust.Table):
 
 
 class StreamsFaustApp(faust.App):
-    """A Faust app whose producer flush returns only once every table write made before it is acknowledged."""
+    """A Faust app whose producer flush returns only once every table write made before it is acknowledged, and
+    whose consumer does not acknowledge a message its stream skipped."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, Table=ChangelogTable, **kwargs)
@@ -103,6 +104,24 @@ class StreamsFaustApp(faust.App):
         # revocation in a rebalance, and the recovery before it reads the changelogs' ends
         producer.flush = flush_then_wait
         return producer
+
+    def _new_consumer(self):  # type: ignore[no-untyped-def]
+        consumer = super()._new_consumer()
+        ack = consumer.ack
+
+        def ack_unless_skipped(message):  # type: ignore[no-untyped-def]
+            # Faust's stream skips a message pulled while a rebalance is under way (flow control suspended) or
+            # fetched in an earlier generation, and then acknowledges it as if processed; the commit timer then
+            # committed past it and the seek at the rebalance's end started after it. Measured: with two workers and
+            # a SIGKILL, the instance right after the one being published when the survivor's second rebalance
+            # began was never counted (130 of 132 on Apache Kafka). Not acknowledged, it is read again after the
+            # seek (the fold is idempotent).
+            if not self.flow_control.is_active() or message.generation_id != self.consumer_generation_id:
+                return False
+            return ack(message)
+
+        consumer.ack = ack_unless_skipped  # Message.on_final_ack calls consumer.ack: every acknowledgement passes
+        return consumer
 
 
 def broker_credentials(k: KafkaSettings) -> faust.auth.Credentials | None:
