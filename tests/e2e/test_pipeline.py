@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -84,17 +83,9 @@ def test_worker_restart_mid_day_loses_and_doubles_nothing(pipeline: Pipeline) ->
     compare_with_truth(pipeline, plan)
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("RADPULSE_TEST_KAFKA")),
-    reason="runs on the embedded broker (CI's first pass); on Apache Kafka under CI load one run ended with every "
-    "exam complete but the instance total differing from the truth — under investigation, see issue 10",
-)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known open defect (issue 10): with two workers and a SIGKILL mid-stream, 2 of the last 4 full CI runs "
-    "ended with every exam complete holding 131 of 132 instances; it still runs and reports XPASS when all are held",
-)
 def test_two_workers_one_killed_mid_stream(pipeline: Pipeline) -> None:
+    # held 131 of 132 in about half of CI runs until the producer flush before an offset commit or a rebalance's
+    # recovery waited for every changelog write (streams.app.ChangelogBarrier)
     plan = small_plan(devices=("CT1", "CT2", "MR1", "DX1", "DX2"), per_device=5, seed=13)
     a = pipeline.start_worker("a")
     pipeline.start_worker("b")
@@ -103,5 +94,7 @@ def test_two_workers_one_killed_mid_stream(pipeline: Pipeline) -> None:
     pipeline.send_pynetdicom(half)
     pipeline.kill(a)  # SIGKILL: no goodbye to the group, no final commit
     pipeline.send_pynetdicom(plan)
-    pipeline.wait_complete(len(plan.exams), timeout_s=300, instances=plan.n_instances)
-    compare_with_truth(pipeline, plan)
+    try:
+        pipeline.wait_complete(len(plan.exams), timeout_s=300, instances=plan.n_instances)
+    finally:
+        compare_with_truth(pipeline, plan)  # on a timeout too: it names the exams that are short, and by how much
