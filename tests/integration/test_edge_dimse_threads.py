@@ -37,6 +37,10 @@ def edge() -> Iterator[tuple[int, list[str], EdgeAssociationServer]]:
     server.shutdown()
 
 
+def dul_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if "run_reactor" in t.name]
+
+
 def sender() -> AE:
     ae = AE(ae_title="CT1")
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
@@ -71,9 +75,10 @@ def test_an_abort_on_the_dul_thread_ends_the_association(edge: tuple[int, list[s
     while assoc.is_established and time.monotonic() < deadline:
         time.sleep(0.05)
     assert assoc.is_aborted and not served_on
-    while server.connections and time.monotonic() < deadline:  # the edge's side ended too: its slot is free
+    # the edge's side ended too: its slot is free and no DUL thread is left waiting for itself to stop
+    while (server.connections or dul_threads()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.connections == 0
+    assert server.connections == 0 and not dul_threads()
     again = ae.associate("127.0.0.1", port, ae_title="RADPULSE")
     assert again.send_c_store(make_image()).Status == 0x0000
     again.release()
