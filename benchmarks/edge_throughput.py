@@ -278,6 +278,30 @@ def _stage_table(profile: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _scaling_table(summary: dict[str, Any], runs: int) -> Table:
+    """Four storescu processes at once against one, for the bare SCP and the edge side by side: what this machine
+    allows (the bare SCP's own scaling) next to what the edge gets, with the CPU each spends per instance."""
+    table = Table(title=f"4 associations at once vs one (median of {runs} runs, {os.cpu_count()} cores; the senders "
+                        "and the broker share them)")
+    for col in ("set", "bare 1 inst/s", "bare 4 inst/s", "bare 4/1", "edge 1 inst/s", "edge 4 inst/s",
+                f"edge 4/1 (≥ {TARGET_SCALE_4})", "edge 4 / bare 4", "bare CPU ms/inst 1 → 4",
+                "edge CPU ms/inst 1 → 4", "broker CPU ms/inst 1 → 4"):
+        table.add_column(col, justify="right")
+    for name in SETS:
+        row = summary.get(name)
+        if row is None:
+            continue
+        broker = row.get("broker_cpu_ms", {})
+        table.add_row(name, f"{row['bare']:.0f}", f"{row['bare_4assoc']:.0f}", f"{row['bare_scale_4assoc']:.2f}",
+                      f"{row['edge']:.0f}", f"{row['edge_4assoc']:.0f}",
+                      _mark(f"{row['scale_4assoc']:.2f}", row["scale_met"]),
+                      f"{row['edge_4assoc'] / row['bare_4assoc']:.2f}",
+                      f"{row['bare_cpu_ms']:.2f} → {row['bare_4assoc_cpu_ms']:.2f}",
+                      f"{row['edge_cpu_ms']:.2f} → {row['edge_4assoc_cpu_ms']:.2f}",
+                      f"{broker.get('1', float('nan')):.2f} → {broker.get('4', float('nan')):.2f}")
+    return table
+
+
 def _mark(text: str, ok: bool) -> str:
     return f"{text} met" if ok else f"{text} [bold red]MISSED[/]"
 
@@ -348,6 +372,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rates4: dict[str, dict[str, list[float]]] = {}
         cpus4: dict[str, dict[str, list[float]]] = {}
         stall: dict[str, float] = {}
+        broker_cpus: dict[str, dict[str, list[float]]] = {}  # the broker's CPU per instance during edge runs
+        broker_pid = broker.process.pid if broker.process is not None else None
         order = ("bare", "edge", "bare_nagle")
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("storescu runs", total=len(SETS) * (args.runs * (len(order) + 2) + 1))
@@ -356,14 +382,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     send(work / name, ports[target])
                 for _ in range(args.runs):
                     for target in order:
+                        broker0 = cpu_seconds(broker_pid) if broker_pid else 0.0
                         rate, cpu = send(work / name, ports[target], pids[target])
                         rates.setdefault(name, {}).setdefault(target, []).append(rate)
                         cpus.setdefault(name, {}).setdefault(target, []).append(cpu)
+                        if target == "edge" and broker_pid:
+                            broker_cpus.setdefault(name, {}).setdefault("1", []).append(
+                                (cpu_seconds(broker_pid) - broker0) * 1000 / counts[name])
                         progress.advance(task)
                     for target in ("bare", "edge"):
+                        broker0 = cpu_seconds(broker_pid) if broker_pid else 0.0
                         rate, cpu = send_parallel(work / name, ports[target], pids[target], 4)
                         rates4.setdefault(name, {}).setdefault(target, []).append(rate)
                         cpus4.setdefault(name, {}).setdefault(target, []).append(cpu)
+                        if target == "edge" and broker_pid:
+                            broker_cpus.setdefault(name, {}).setdefault("4", []).append(
+                                (cpu_seconds(broker_pid) - broker0) * 1000 / counts[name])
                         progress.advance(task)
                 if args.stall_sample:
                     sample = sorted((work / name).glob("*.dcm"))[: args.stall_sample]
@@ -385,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratio = edge / bare
             ok = ratio >= TARGET_RATIO
             bare4, edge4 = (statistics.median(rates4[name][t]) for t in ("bare", "edge"))
-            cpu_edge4 = statistics.median(cpus4[name]["edge"])
+            cpu_edge4, cpu_bare4 = (statistics.median(cpus4[name][t]) for t in ("edge", "bare"))
             scale4 = edge4 / edge
             extra = cpu_edge - cpu_bare
             summary[name] = {
@@ -396,6 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "cpu_extra_ms": extra, "cpu_met": extra <= TARGET_CPU_EXTRA_MS, "bare_4assoc": bare4,
                 "edge_4assoc": edge4, "scale_4assoc": scale4, "scale_met": scale4 >= TARGET_SCALE_4,
                 "edge_4assoc_cpu_ms": cpu_edge4, "runs_edge_4assoc": rates4[name]["edge"],
+                "bare_4assoc_cpu_ms": cpu_bare4, "runs_bare_4assoc": rates4[name]["bare"],
+                "broker_cpu_ms": {k: statistics.median(v) for k, v in broker_cpus.get(name, {}).items()},
                 # what the same machine allows: the bare SCP's own scaling with 4 senders
                 "bare_scale_4assoc": bare4 / bare,
             }
@@ -406,6 +442,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                           f"{bare4 / bare:.2f}", f"{cpu_edge4:.2f}", f"{nagle:.0f}",
                           f"{stall[name]:.0f} ({args.stall_sample} files)" if name in stall else "-")
         console.print(table)
+        console.print(_scaling_table(summary, args.runs))
         if args.profile:
             with console.status("profiling edge stages"):
                 files = {name: sorted((work / name).glob("*.dcm"))[0] for name in SETS}

@@ -82,6 +82,7 @@ class KafkaSender:
         self._running = True
         self._closed = False
         self._active = 0  # senders waiting for acks right now
+        self._polling = threading.Lock()  # held by the one sender serving delivery reports
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
         self._poller.start()
 
@@ -194,14 +195,23 @@ class KafkaSender:
             self._active += 1
         try:
             for waiter in waiters:
-                # the waiting thread serves delivery reports itself: one thread handoff less per ack than waiting
-                # for the poller thread. Another sender may serve ours, so poll in short slices and check.
+                # a waiting thread serves delivery reports itself: one thread handoff less per ack than waiting for
+                # the poller thread. One sender polls at a time and the others wait on their own event, which the
+                # polling one sets when it serves their report: a sender stuck in poll() would only notice that at
+                # the end of its slice, and with several associations most reports are served by another sender.
                 while not waiter.done.is_set():
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self._failed = "no delivery report before the deadline"
                         return self._failed
-                    producer.poll(min(remaining, _POLL_SLICE_S))
+                    if self._polling.acquire(blocking=False):
+                        try:
+                            if not waiter.done.is_set():
+                                producer.poll(min(remaining, _POLL_SLICE_S))
+                        finally:
+                            self._polling.release()
+                    else:
+                        waiter.done.wait(min(remaining, _POLL_SLICE_S))
                 if waiter.error:
                     return waiter.error
         finally:
