@@ -29,6 +29,7 @@ import base64
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=shutil.get_terminal_size((170, 40)).columns)
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 TARGET_S = 60.0
@@ -168,14 +169,19 @@ class History:
         yield p, json.dumps(key).encode(), None, ms
 
 
-def create_changelog(bootstrap: str, topic: str, segment_ms: int | None) -> None:
-    """The changelog as the worker creates it (cleanup.policy=compact), optionally with small segments."""
+def create_changelog(bootstrap: str, topic: str, segment_ms: int | None, steady: bool) -> None:
+    """The changelog as the worker creates it (``streams.worker.CHANGELOG_CONFIG``). With `steady` (a broker that
+    compacts), tombstones go 1 s after a cleaning instead of a day, so that the benchmark's wait shows the log as it
+    stands a day after the evictions, and the cleaner starts on any dirty segment."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    config = {"cleanup.policy": "compact"}
+    from streams.worker import CHANGELOG_CONFIG
+
+    config = dict(CHANGELOG_CONFIG)
     if segment_ms:
-        config |= {"segment.ms": str(segment_ms), "min.cleanable.dirty.ratio": "0.01",
-                   "delete.retention.ms": "1000", "min.compaction.lag.ms": "0"}
+        config["segment.ms"] = str(segment_ms)
+    if steady:
+        config |= {"min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000"}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for fut in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1,
                                              config=config)]).values():
@@ -274,7 +280,7 @@ def run(bootstrap: str, work: Path, history: History, *, segment_ms: int | None,
     prefix = "r" + uuid.uuid4().hex[:8]
     changelog = f"{prefix}-streams-exams-changelog"
     ensure(bootstrap, [f"{prefix}.instances", f"{prefix}.exams"])
-    create_changelog(bootstrap, changelog, segment_ms)
+    create_changelog(bootstrap, changelog, segment_ms, steady=compact_wait_s > 0)
     with console.status(f"{label}: writing the changelog"):
         written = write_history(bootstrap, changelog, history)
     if compact_wait_s:
@@ -343,10 +349,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="exam-record versions per exam left in the log (uncompacted, a worker writes one per "
                         "instance; compacted, one)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: a fresh embedded tansu broker)")
-    parser.add_argument("--segment-ms", type=int, help="changelog segment.ms, in simulated time (Apache Kafka: lets "
-                        "the log cleaner compact all but the newest segment; with min.cleanable.dirty.ratio 0.01, "
-                        "delete.retention.ms 1 s)")
-    parser.add_argument("--compact-wait-s", type=float, default=0.0, help="wait this long for the log cleaner")
+    parser.add_argument("--segment-ms", type=int, help="changelog segment.ms (default: the worker's, 1 day; records "
+                        "carry simulated time, so segments roll by simulated time)")
+    parser.add_argument("--compact-wait-s", type=float, default=0.0, help="wait this long for the log cleaner "
+                        "(Apache Kafka; the topic then gets min.cleanable.dirty.ratio 0.01, delete.retention.ms 1 s)")
     parser.add_argument("--timeout-s", type=float, default=600)
     args = parser.parse_args(argv)
     per_year = 40_000 if args.quick and args.exams_per_year == 120_000 else args.exams_per_year
