@@ -4,10 +4,11 @@ side by side with one starting on only ``[streams] retain_days`` of it.
 The history is simulated, not replayed: the exam table's changelog records are written straight to the changelog
 topic (``<prefix>-streams-exams-changelog``) with confluent-kafka, the way the worker writes them
 (``streams.examstore``): per exam its sealed instance-hash chunks (``<exam>#<i>``, 1 KB each), its dose state
-(``<exam>#d``) and ``--puts-per-exam`` versions of its exam record, one changelog partition per exam; and, for every
-exam whose last instance is older than ``retain_days``, the eviction's tombstones (chunks, dose, exam) a minute
-after its retention ends. Records carry their simulated time as timestamp, so on Apache Kafka ``--segment-ms``
-rolls the changelog's segments by simulated time and the log cleaner can compact all but the newest.
+(``<exam>#d``) and ``--puts-per-exam`` versions of its exam record (in the last 7 days one per instance, as the
+worker writes it), one changelog partition per exam; and, for every exam whose last instance is older than
+``retain_days``, the eviction's tombstones (chunks, dose, exam) a minute after its retention ends. Records carry
+their simulated time as timestamp, so on Apache Kafka segments roll by simulated time (``segment.ms``: the
+worker's, one day, or ``--segment-ms``) and the log cleaner can compact all but the newest.
 
 Measured per run, on a fresh worker subprocess (``python -m cli.main streams``) started on that changelog: the time
 from its start until a freshly sent instance of a recent exam is published (tables recovered, agents running), and
@@ -49,6 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 TARGET_S = 60.0
 RETAIN_DAYS = 8.0
+RAW_DAYS = 7  # Kafka's default segment.ms: the days of per-instance exam rewrites a log can hold uncompacted
 # modality, share of exams, instances per exam (mean), dose report (a `#d` record)
 MIX = (("CT", 0.30, 400, True), ("MR", 0.20, 300, False), ("DX", 0.40, 2, False), ("MG", 0.05, 4, True),
        ("RF", 0.05, 30, True))
@@ -136,6 +138,7 @@ class History:
                     yield from self._evict(*pending.pop(0))
                 n += 1
                 key, raw, sealed, dose = self._exam(n, t)
+                count = raw["instance_count"]
                 kb = json.dumps(key).encode()
                 p = partition_of(key.encode())
                 ms = int(t.timestamp() * 1000)
@@ -144,8 +147,11 @@ class History:
                         base64.b64encode(self.rng.randbytes(8 * 128)).decode("ascii")).encode(), ms
                 if dose:
                     yield p, json.dumps(f"{key}#d").encode(), json.dumps(self.dose_t).encode(), ms
-                for v in range(self.puts):
-                    last = v == self.puts - 1
+                # the last RAW_DAYS as a worker writes them, one exam record per instance: Kafka's cleaner does not
+                # compact a partition's active segment; older rewrites stand for a cleaned (on tansu, a smaller) log
+                puts = count if t > self.now - timedelta(days=RAW_DAYS) else self.puts
+                for v in range(puts):
+                    last = v == puts - 1
                     yield p, kb, json.dumps(raw | ({} if last else {"status": "in_progress", "version": 1,
                                                                     "published": 0})).encode(), ms
                 evict_at = t + timedelta(days=self.retain_days, minutes=1)
@@ -346,8 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--days", type=float, default=365.0, help="days of history")
     parser.add_argument("--retain-days", type=float, default=RETAIN_DAYS, help="[streams] retain_days")
     parser.add_argument("--puts-per-exam", type=int, default=3,
-                        help="exam-record versions per exam left in the log (uncompacted, a worker writes one per "
-                        "instance; compacted, one)")
+                        help="exam-record versions per exam older than 7 days (a worker writes one per instance; "
+                        "compacted, one is left)")
     parser.add_argument("--bootstrap", help="an existing Kafka (default: a fresh embedded tansu broker)")
     parser.add_argument("--segment-ms", type=int, help="changelog segment.ms (default: the worker's, 1 day; records "
                         "carry simulated time, so segments roll by simulated time)")
