@@ -6,9 +6,10 @@ topic (``<prefix>-streams-exams-changelog``) with confluent-kafka, the way the w
 (``streams.examstore``): per exam its sealed instance-hash chunks (``<exam>#<i>``, 1 KB each), its dose state
 (``<exam>#d``) and ``--puts-per-exam`` versions of its exam record (in the last 7 days one per instance, as the
 worker writes it), one changelog partition per exam; and, for every exam whose last instance is older than
-``retain_days``, the eviction's tombstones (chunks, dose, exam) a minute after its retention ends. Records carry
-their simulated time as timestamp, so on Apache Kafka segments roll by simulated time (``segment.ms``: the
-worker's, one day, or ``--segment-ms``) and the log cleaner can compact all but the newest.
+``retain_days``, the eviction's tombstones (chunks, dose, exam) a minute after its retention ends. The KPI
+agent's table of complete exams (``kpi_exams``, one partition) gets each exam once and its tombstone likewise.
+Records carry their simulated time as timestamp, so on Apache Kafka segments roll by simulated time
+(``segment.ms``: the worker's, one day, or ``--segment-ms``) and the log cleaner can compact all but the newest.
 
 Measured per run, on a fresh worker subprocess (``python -m cli.main streams``) started on that changelog: the time
 from its start until a freshly sent instance of a recent exam is published (tables recovered, agents running), and
@@ -50,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 TARGET_S = 60.0
 RETAIN_DAYS = 8.0
+KPI = -1  # records of the KPI agent's `kpi_exams` table
 RAW_DAYS = 7  # Kafka's default segment.ms: the days of per-instance exam rewrites a log can hold uncompacted
 # modality, share of exams, instances per exam (mean), dose report (a `#d` record)
 MIX = (("CT", 0.30, 400, True), ("MR", 0.20, 300, False), ("DX", 0.40, 2, False), ("MG", 0.05, 4, True),
@@ -120,7 +122,8 @@ class History:
         return key, raw, sealed, dose
 
     def records(self) -> Iterator[tuple[int, bytes, bytes | None, int]]:
-        """(partition, key, value or None for a tombstone, timestamp ms) in simulated-time order."""
+        """(partition, key, value or None for a tombstone, timestamp ms) in simulated-time order; partition
+        ``KPI`` is the KPI agent's table of complete exams (``kpi_exams``, one partition)."""
         start = self.now - timedelta(days=self.days)
         pending: list[tuple[datetime, str, int, bool]] = []  # evictions to come, in time order
         n = 0
@@ -154,9 +157,10 @@ class History:
                     last = v == puts - 1
                     yield p, kb, json.dumps(raw | ({} if last else {"status": "in_progress", "version": 1,
                                                                     "published": 0})).encode(), ms
+                yield KPI, self._kpi_key(raw), json.dumps(self._kpi_value(raw)).encode(), ms
                 evict_at = t + timedelta(days=self.retain_days, minutes=1)
                 if evict_at <= self.now:
-                    pending.append((evict_at, key, sealed, dose))
+                    pending.append((evict_at, key, sealed, dose, self._kpi_key(raw)))
                 else:
                     self.live_exams += 1
                     if t > self.now - timedelta(days=1):
@@ -166,16 +170,30 @@ class History:
         for ev in pending:
             yield from self._evict(*ev)
 
-    def _evict(self, t: datetime, key: str, sealed: int, dose: bool) -> Iterator[tuple[int, bytes, None, int]]:
+    def _kpi_key(self, raw: dict[str, Any]) -> bytes:
+        return json.dumps(f"{raw['station_name']}|{raw['exam_key']}").encode()
+
+    def _kpi_value(self, raw: dict[str, Any]) -> str:
+        """The exam as the KPI agent keeps it: base64 of its Avro encoding."""
+        from schemas import codec
+        from streams.exams import ExamState, as_exam
+
+        exam = as_exam(ExamState.from_dict(raw), datetime.fromtimestamp(raw["last_update_wall"], UTC))
+        return base64.b64encode(codec.encode(exam)).decode("ascii")
+
+    def _evict(self, t: datetime, key: str, sealed: int, dose: bool,
+               kpi_key: bytes) -> Iterator[tuple[int, bytes, None, int]]:
         p, ms = partition_of(key.encode()), int(t.timestamp() * 1000)
         for i in range(sealed):
             yield p, json.dumps(f"{key}#{i}").encode(), None, ms
         if dose:
             yield p, json.dumps(f"{key}#d").encode(), None, ms
         yield p, json.dumps(key).encode(), None, ms
+        yield KPI, kpi_key, None, ms  # the KPI agent forgets exams older than its retention too
 
 
-def create_changelog(bootstrap: str, topic: str, segment_ms: int | None, steady: bool) -> None:
+def create_changelog(bootstrap: str, topic: str, segment_ms: int | None, steady: bool,
+                     partitions: int = PARTITIONS) -> None:
     """The changelog as the worker creates it (``streams.worker.CHANGELOG_CONFIG``). With `steady` (a broker that
     compacts), tombstones go 1 s after a cleaning instead of a day, so that the benchmark's wait shows the log as it
     stands a day after the evictions, and the cleaner starts on any dirty segment."""
@@ -189,12 +207,12 @@ def create_changelog(bootstrap: str, topic: str, segment_ms: int | None, steady:
     if steady:
         config |= {"min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "1000"}
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1,
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
                                              config=config)]).values():
         fut.result(30)
 
 
-def write_history(bootstrap: str, topic: str, history: History) -> dict[str, Any]:
+def write_history(bootstrap: str, topic: str, kpi_topic: str, history: History) -> dict[str, Any]:
     """Produce the records; each partition's last record goes alone in its own batch, after the others: tansu
     reports a partition's end as its last batch's first offset + 1, and Faust's recovery reads up to that end."""
     from confluent_kafka import Producer
@@ -202,14 +220,14 @@ def write_history(bootstrap: str, topic: str, history: History) -> dict[str, Any
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all", "enable.idempotence": True,
                          "compression.type": "lz4", "batch.size": 1_000_000, "queue.buffering.max.kbytes": 512_000,
                          "message.max.bytes": 2_000_000})
-    held: dict[int, tuple[bytes, bytes | None, int]] = {}
+    held: dict[int, tuple[bytes, bytes | None, int]] = {}  # by partition, KPI for kpi_topic's one
     counts = {"records": 0, "tombstones": 0, "bytes": 0}
     t0 = time.perf_counter()
 
     def send(p: int, key: bytes, value: bytes | None, ms: int) -> None:
         while True:
             try:
-                producer.produce(topic, value, key, partition=p, timestamp=ms)
+                producer.produce(kpi_topic if p == KPI else topic, value, key, partition=max(p, 0), timestamp=ms)
                 return
             except BufferError:
                 producer.poll(0.05)
@@ -229,15 +247,15 @@ def write_history(bootstrap: str, topic: str, history: History) -> dict[str, Any
     return counts
 
 
-def count_records(bootstrap: str, topic: str) -> int:
+def count_records(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> int:
     """Records a reader of the changelog gets now (after whatever compaction the broker did)."""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex[:6]}",
                   "enable.auto.commit": False, "enable.partition.eof": True, "fetch.max.bytes": 50_000_000})
-    c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     n, eof, deadline = 0, set(), time.monotonic() + 300
-    while len(eof) < PARTITIONS and time.monotonic() < deadline:
+    while len(eof) < partitions and time.monotonic() < deadline:
         for msg in c.consume(10_000, 1.0):
             if msg.error():
                 eof.add(msg.partition())
@@ -284,16 +302,17 @@ def run(bootstrap: str, work: Path, history: History, *, segment_ms: int | None,
     from schemas.events import Exam
 
     prefix = "r" + uuid.uuid4().hex[:8]
-    changelog = f"{prefix}-streams-exams-changelog"
+    changelog, kpi_changelog = f"{prefix}-streams-exams-changelog", f"{prefix}-streams-kpi_exams-changelog"
     ensure(bootstrap, [f"{prefix}.instances", f"{prefix}.exams"])
     create_changelog(bootstrap, changelog, segment_ms, steady=compact_wait_s > 0)
+    create_changelog(bootstrap, kpi_changelog, segment_ms, steady=compact_wait_s > 0, partitions=1)
     with console.status(f"{label}: writing the changelog"):
-        written = write_history(bootstrap, changelog, history)
+        written = write_history(bootstrap, changelog, kpi_changelog, history)
     if compact_wait_s:
         with console.status(f"{label}: giving the log cleaner {compact_wait_s:.0f} s"):
             time.sleep(compact_wait_s)
     with console.status(f"{label}: counting the changelog's records"):
-        readable = count_records(bootstrap, changelog)
+        readable = count_records(bootstrap, changelog) + count_records(bootstrap, kpi_changelog, 1)
     key, raw = history.recent[len(history.recent) // 2]
     env = dict(os.environ) | {
         "RADPULSE_CONFIG": os.devnull, "RADPULSE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
