@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sets and fewer runs (a few minutes)")
-    parser.add_argument("--only", choices=("edge", "pipeline", "streams"), help="run one benchmark")
+    parser.add_argument("--only", choices=("edge", "pipeline", "streams", "recovery"), help="run one benchmark")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M")
@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
         console.rule("streams (radpulse worker vs Faust's ceiling)")
         streams_res = streams.main(["--quick"] if args.quick else [])
+    recovery_res: dict[str, Any] = {}
+    if args.only == "recovery":  # not in the default run: it writes a year of changelog (a few minutes)
+        from benchmarks import recovery
+
+        console.rule("restart recovery (a year of history vs retain_days)")
+        recovery_res = recovery.main(["--quick"] if args.quick else [])
     if args.only in (None, "pipeline"):
         console.rule("pipeline")
         # the reference: the edge's own throughput on small instances from the edge benchmark
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print("every target met")
     if args.json:
         args.json.write_text(json.dumps({"started": started, "quick": args.quick, "edge": edge, "pipeline": pipe,
-                                         "streams": streams_res},
+                                         "streams": streams_res, "recovery": recovery_res},
                                         indent=2, default=str))
         console.print(f"figures written to {args.json}")
     return 0

@@ -8,13 +8,16 @@ recovers from them. Standby replicas are off so that only the partition's owner 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import faust
 import faust.auth
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from schemas.config import ConfigError, KafkaSettings, Settings
 
@@ -27,6 +30,27 @@ TOPIC_DRL_VALUES = "drl_values"
 TOPIC_WORKFLOW = "workflow"
 TOPIC_DEVICE_KPIS = "device_kpis"
 TOPIC_EXAM_TIMING = "exam_timing"
+# the worker consumer's fetch long-poll (Faust's own: 1,500 ms); see _short_fetch_wait
+FETCH_MAX_WAIT_MS = 100
+
+
+def _short_fetch_wait(create: Any) -> Any:
+    """Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer, and the embedded tansu broker holds a
+    fetch long-poll after a record has arrived: a lone instance waited in the broker before the worker saw it
+    (edge ack → exam published P50 0.39 s, P99 0.82 s at 35 exams/s; with 100 ms: 0.03 s and 0.12 s). Under load
+    a fetch returns full at once, so a short wait costs only idle polls (10 a second)."""
+
+    @functools.wraps(create)
+    def wrapper(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
+        return consumer
+
+    return wrapper
+
+
+AIOKafkaConsumerThread._create_worker_consumer = _short_fetch_wait(  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._create_worker_consumer)
 
 
 @dataclass

@@ -30,6 +30,11 @@ from streams.app import StreamsApp
 
 log = logging.getLogger("radpulse.streams")
 
+# Table changelogs are compacted; Kafka's log cleaner never touches a partition's active segment, which by default
+# rolls only after 7 days (or 1 GB), so a restarted worker re-read up to a week of every instance's exam rewrite.
+# Daily segments keep what recovery reads near the retention's live records plus a day (benchmarks/recovery.py).
+CHANGELOG_CONFIG = {"cleanup.policy": "compact", "segment.ms": str(24 * 3600 * 1000)}
+
 
 def internal_topics(app: faust.App) -> list[tuple[str, int, dict[str, str]]]:
     """(name, partitions, config) of every topic Faust would create itself: table changelogs, the assignor's."""
@@ -37,7 +42,7 @@ def internal_topics(app: faust.App) -> list[tuple[str, int, dict[str, str]]]:
     for table in app.tables.values():
         topic = table.changelog_topic
         out.append((topic.get_topic_name(), topic.partitions or app.conf.topic_partitions,
-                    {"cleanup.policy": "compact"}))
+                    dict(CHANGELOG_CONFIG)))
     for agent in app.agents.values():  # internal=True topics of agents (Faust would create them late)
         topic = agent.channel
         if getattr(topic, "internal", False):
