@@ -25,7 +25,8 @@ def _app(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_changelogs_are_compacted_with_daily_segments(tmp_path: Path) -> None:
     topics = {name: conf for name, _n, conf in internal_topics(_app(tmp_path).app)}
     changelogs = {name: conf for name, conf in topics.items() if name.endswith("-changelog")}
-    assert set(changelogs) == {f"cl-streams-{t}-changelog" for t in ("exams", "kpi_exams", "kpi_links", "kpi_dirty")}
+    assert set(changelogs) == {f"cl-streams-{t}-changelog" for t in ("exams", "kpi_exams", "kpi_links", "kpi_dirty",
+                                                                          "kpi_closed_days")}
     for name, conf in changelogs.items():
         assert conf == {"cleanup.policy": "compact", "segment.ms": str(86_400_000)}, name
 
