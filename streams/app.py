@@ -111,10 +111,10 @@ class StreamsFaustApp(faust.App):
 
         def ack_unless_skipped(message):  # type: ignore[no-untyped-def]
             # Faust's stream skips a message pulled while a rebalance is under way (flow control suspended) or
-            # fetched in an earlier generation, and then acknowledges it as if processed; the commit timer then
-            # committed past it and the seek at the rebalance's end started after it. Measured: with two workers and
-            # a SIGKILL, the instance right after the one being published when the survivor's second rebalance
-            # began was never counted (130 of 132 on Apache Kafka). Not acknowledged, it is read again after the
+            # fetched in an earlier generation, and then acknowledges it as if processed, so a commit can pass it
+            # unprocessed. Seen on Apache Kafka with two workers and a SIGKILL: in each partition the survivor took
+            # over, the instance right after the first one it published was never folded while the later ones
+            # were, and the commit passed it (130 of 132). Not acknowledged, it is read again after the rebalance's
             # seek (the fold is idempotent).
             if not self.flow_control.is_active() or message.generation_id != self.consumer_generation_id:
                 return False
