@@ -8,6 +8,7 @@ recovers from them. Standby replicas are off so that only the partition's owner 
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,6 +18,8 @@ import faust
 import faust.auth
 
 from schemas.config import ConfigError, KafkaSettings, Settings
+
+log = logging.getLogger("radpulse.streams")
 
 TOPIC_INSTANCES = "instances"
 TOPIC_EXAMS = "exams"
@@ -121,6 +124,25 @@ class StreamsFaustApp(faust.App):
             return ack(message)
 
         consumer.ack = ack_unless_skipped  # Message.on_final_ack calls consumer.ack: every acknowledgement passes
+        new_offset = consumer._new_offset
+        warned: set[tuple[object, int]] = set()
+
+        def new_offset_without_holes(tp):  # type: ignore[no-untyped-def]
+            # Faust lets a commit pass one unacknowledged offset right at the committed position (its check is
+            # `min(acked) - committed > 1`, committed being the next offset to read): a message dropped before its
+            # stream acknowledged it was committed unprocessed while the later ones went on. Commit nothing past
+            # it; the next rebalance or restart reads it again. Our source topics have no compaction gaps.
+            acked = consumer._acked.get(tp)
+            committed = consumer._committed_offset.get(tp)
+            if acked and committed is not None and min(acked) > committed and not consumer._gap.get(tp):
+                if (tp, committed) not in warned:
+                    warned.add((tp, committed))
+                    log.warning("offset %d of %s was never acknowledged while later ones were: not committing past it "
+                                "(it is read again after the next rebalance or restart)", committed, tp)
+                return None
+            return new_offset(tp)
+
+        consumer._new_offset = new_offset_without_holes  # every commit asks it for each partition's offset
         return consumer
 
 
