@@ -55,3 +55,18 @@ def test_a_message_pulled_while_a_rebalance_is_under_way_is_not_acknowledged(tmp
     app.flow_control.resume()  # the same offset, read again after the rebalance's seek, is acknowledged
     assert _message(topic, 7, 3).ack(app.consumer)
     assert [offsets for offsets in app.consumer._acked.values()] == [[7]]
+
+
+def test_no_commit_passes_an_offset_that_was_never_acknowledged(tmp_path: Path) -> None:
+    # Faust alone answers 10 here: its check lets a commit pass one unacknowledged offset at the committed position
+    app, topic = _app(tmp_path)
+    app.consumer_generation_id = 1
+    app.flow_control.resume()
+    consumer = app.consumer
+    tp = _message(topic, 7, 1).tp
+    consumer._committed_offset[tp] = 7  # the next offset to read, after a commit up to 6
+    for offset in (8, 9):
+        assert _message(topic, offset, 1).ack(consumer)
+    assert consumer._new_offset(tp) is None
+    assert _message(topic, 7, 1).ack(consumer)
+    assert consumer._new_offset(tp) == 10
