@@ -45,6 +45,7 @@ log = logging.getLogger("radpulse.streams.kpi")
 
 RETAIN_DAYS = 8  # exams and workflow facts kept per device for recomputation (late corrections, midnight)
 CONTINUED = "~"  # prefix of a held exam that spans generations: its later versions keep extending it
+LINK_PRUNE_S = 3600.0  # how often workflow links older than RETAIN_DAYS (received) are dropped
 FLUSH_S = 3.0  # dirty device-days are recomputed and published at most this often
 FLUSH = b"flush"
 DEFAULT_HOURS = {"default": {d: ["07:00-19:00"] for d in ("mon", "tue", "wed", "thu", "fri")}}
@@ -155,6 +156,17 @@ def continued(old: Exam, new: Exam) -> Exam:
     )
 
 
+def stale_links(links: Iterable[tuple[str, dict[str, str] | None]], before: datetime) -> list[str]:
+    """Links whose workflow facts all arrived before `before`: their exams are forgotten too, or never came (a
+    cancelled order), so keeping them would grow the table with history."""
+    out = []
+    for link, held in links:
+        times = [_unb64(WorkflowEvent, v).received_at for v in (held or {}).values()]
+        if not times or max(times) < before:
+            out.append(link)
+    return out
+
+
 class KpiAgents:
     """Exams and workflow facts go into tables; the device-days they touch are marked dirty (a table too, so a
     crash after the offset commit cannot lose a mark); a flush, at most every ``FLUSH_S`` seconds, recomputes each
@@ -183,6 +195,7 @@ class KpiAgents:
         self._decoded: dict[str, tuple[str, Exam]] = {}
         self._sent: dict[tuple[str, ...], tuple] = {}  # row identity → its content as last sent
         self._flush_requested = -1e9  # monotonic time of the last flush request still on its way
+        self._links_pruned = time.monotonic()
         self.counters = {"flushes": 0, "kpi_rows": 0, "timing_rows": 0, "late_for_closed_day": 0}
         app.agent(sa.exams, name="kpi-forward-exams")(fail_fast(self.forward))
         app.agent(self.workflow, name="kpi-forward-workflow")(fail_fast(self.forward))
@@ -311,6 +324,12 @@ class KpiAgents:
                         closed = f"{device}|{local_day(e.start_utc, self.tz).isoformat()}"
                         if self.closed.get(closed) is None:
                             self.closed[closed] = 1
+        if time.monotonic() - self._links_pruned >= LINK_PRUNE_S:
+            self._links_pruned = time.monotonic()
+            stale = stale_links(((k, self.links.get(k)) for k in list(self.links.keys())),
+                                datetime.now(UTC) - timedelta(days=RETAIN_DAYS))
+            for link in stale:
+                del self.links[link]
         self.counters["flushes"] += 1
 
     async def _publish_day(self, device: str, day: date, exams: list[Exam]) -> None:

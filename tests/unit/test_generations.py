@@ -53,3 +53,4 @@ def test_the_kpi_agent_spans_a_continued_exam() -> None:
     got = continued(old, late)
     assert (got.start_utc, got.end_utc, got.duration_s) == (T, late.end_utc, 7260.0)
     assert got.instance_count == old.instance_count and got.version == late.version
+
