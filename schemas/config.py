@@ -270,6 +270,10 @@ class StreamsSettings:
     evict_scan_s: float = _setting(
         60.0, "How often the streams re-read their whole exam table for exams past retain_days.", _positive
     )
+    stall_restart_s: float = _setting(
+        180.0, "Seconds a streams worker may sit with its stream flow suspended outside a recovery; then it exits "
+        "(code 70) so that its supervisor restarts it.", _positive
+    )
     stop_timeout_s: float = _setting(
         10.0, "Seconds a stopping streams worker may take; then it exits hard (replay makes that safe).", _positive
     )

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -110,6 +111,50 @@ def arm_stop_watchdog(timeout_s: float, state: object) -> threading.Timer:
     return timer
 
 
+def stalled(app: Any) -> bool:
+    """Is the worker's stream flow suspended outside a table recovery? Faust suspends it for a rebalance and resumes
+    it when the recovery that follows ends; when a second rebalance overtakes that recovery Faust returns without
+    resuming ("Recovery rebalancing again") and a worker was seen never to consume a partition again. A worker that
+    never joins its group stays suspended too (the flow starts suspended)."""
+    try:
+        return not app.flow_control.is_active() and not app.tables.recovery.in_recovery
+    except AttributeError:
+        return False
+
+
+def arm_stall_watchdog(app: Any, limit_s: float, on_stall: Callable[[], None], interval_s: float = 5.0,
+                       clock: Callable[[], float] = time.monotonic) -> threading.Thread:
+    """Call `on_stall` once the worker has been ``stalled`` for `limit_s` in a row (checked every `interval_s`
+    from a thread, so a blocked event loop cannot hide it)."""
+
+    def watch() -> None:
+        since: float | None = None
+        while True:
+            time.sleep(interval_s)
+            if not stalled(app):
+                since = None
+                continue
+            since = clock() if since is None else since
+            if clock() - since >= limit_s:
+                on_stall()
+                return
+
+    thread = threading.Thread(target=watch, name="stall-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+def _restart_after_stall(limit_s: float) -> Callable[[], None]:
+    def stop() -> None:
+        log.error("streams worker stalled: no stream flow and no recovery for %.0f s; stopping so that its "
+                  "supervisor restarts it (the next worker rejoins and replays from the last committed offsets; "
+                  "[streams] stall_restart_s)", limit_s)
+        _Exit.code = EXIT_AFTER_CRASH
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return stop
+
+
 class StreamsWorker(faust.Worker):
     """A Faust worker whose stop is bounded (a watchdog armed by the stop request)."""
 
@@ -147,6 +192,8 @@ def run_worker(sa: StreamsApp, *, loglevel: str) -> int:
     create_internal_topics(sa.settings, internal_topics(sa.app))
     worker = StreamsWorker(sa.app, stop_timeout_s=sa.settings.streams.stop_timeout_s, loglevel=loglevel,
                            quiet=True, redirect_stdouts=False)
+    limit = sa.settings.streams.stall_restart_s
+    arm_stall_watchdog(sa.app, limit, _restart_after_stall(limit))
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
