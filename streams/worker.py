@@ -114,11 +114,16 @@ def arm_stop_watchdog(timeout_s: float, state: object) -> threading.Timer:
 def stalled(app: Any) -> bool:
     """Is the worker's stream flow suspended outside a table recovery? Faust suspends it for a rebalance and resumes
     it when the recovery that follows ends; when a second rebalance overtakes that recovery Faust returns without
-    resuming ("Recovery rebalancing again") and a worker was seen never to consume a partition again. A worker that
-    never joins its group stays suspended too (the flow starts suspended)."""
+    resuming ("Recovery rebalancing again") and a worker was seen never to consume a partition again. A source
+    partition left paused counts too (changelog partitions stay paused by design), and so does a worker that never
+    joins its group (the flow starts suspended)."""
     try:
-        return not app.flow_control.is_active() and not app.tables.recovery.in_recovery
-    except AttributeError:
+        if app.tables.recovery.in_recovery:
+            return False
+        consumer = getattr(app, "_consumer", None)  # not app.consumer: that property would create one
+        paused = [tp for tp in list(getattr(consumer, "_paused_partitions", ())) if not tp.topic.endswith("-changelog")]
+        return not app.flow_control.is_active() or bool(paused)
+    except (AttributeError, RuntimeError):  # not a Faust app yet; a set changed while this thread read it
         return False
 
 

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 from streams.worker import arm_stall_watchdog, stalled
 
 
-def fake_app(active: bool, recovering: bool) -> SimpleNamespace:
+def fake_app(active: bool, recovering: bool, paused: tuple[str, ...] = ()) -> SimpleNamespace:
     return SimpleNamespace(flow_control=SimpleNamespace(is_active=lambda: active),
-                           tables=SimpleNamespace(recovery=SimpleNamespace(in_recovery=recovering)))
+                           tables=SimpleNamespace(recovery=SimpleNamespace(in_recovery=recovering)),
+                           _consumer=SimpleNamespace(_paused_partitions=[SimpleNamespace(topic=t) for t in paused]))
 
 
 def test_only_suspended_flow_outside_a_recovery_is_a_stall() -> None:
@@ -19,6 +20,8 @@ def test_only_suspended_flow_outside_a_recovery_is_a_stall() -> None:
     assert not stalled(fake_app(active=False, recovering=True))
     assert not stalled(fake_app(active=True, recovering=False))
     assert not stalled(object())  # not a Faust app yet
+    assert stalled(fake_app(active=True, recovering=False, paused=("radpulse.instances",)))
+    assert not stalled(fake_app(active=True, recovering=False, paused=("app-exams-changelog",)))
 
 
 def test_the_watchdog_fires_after_the_limit_and_not_while_flow_runs() -> None:
