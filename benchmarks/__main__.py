@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         # the reference: the edge's own throughput on small instances from the edge benchmark
         reference = edge["small32k"]["edge"] if "small32k" in edge else None
         pipe = pipeline.main(["--quick"] if args.quick else [], edge_rate=reference)
-    problems = missed(edge, pipe)
+    problems = missed(edge, pipe) + list(streams_res.get("missed", []))  # the summary names every miss of the run
     console.rule("summary")
     if problems:
         for line in problems:
