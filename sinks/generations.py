@@ -93,13 +93,12 @@ class GenerationMerger:
         keys = list(keys)
         if not keys:
             return {}
-        key_col = "exam_key"
         res = self.db.query(f"SELECT {', '.join(columns)} FROM {table} FINAL "
-                            f"WHERE (site_id, {key_col}) IN ({_keys_sql(keys)})")
+                            f"WHERE (site_id, exam_key) IN ({_keys_sql(keys)})")
         out = {}
         for r in res.rows:
             d = dict(zip(columns, r, strict=True))
-            out[(d["site_id"], d[key_col])] = d
+            out[(d["site_id"], d["exam_key"])] = d
         return out
 
     def _facts(self, keys: Iterable[Key]) -> dict[Key, InstanceFacts]:
@@ -131,10 +130,9 @@ class GenerationMerger:
                     new_carries.append(carry)
         if new_carries:
             self.db.insert(CARRY_TABLE, [tuple(c[col] for col in EXAM_COLUMNS) for c in new_carries], EXAM_COLUMNS)
-        continued = {k for k, c in carries.items() if c is not None}
-        if not continued:
+        if not carries:
             return rows
-        facts = self._facts(continued)
+        facts = self._facts(carries)
         out: list[Row] = []
         for row, d in zip(rows, dicts, strict=True):
             key = (d["site_id"], d["exam_key"])
@@ -152,9 +150,8 @@ class GenerationMerger:
         dicts = [dict(zip(columns, r, strict=True)) for r in rows]
         keys = {(d["site_id"], d["exam_key"]) for d in dicts}
         carries = self._rows(CARRY_TABLE, keys, ("site_id", "exam_key", "version"))
-        continued = {k for k, c in carries.items()
-                     if any(generation(d["version"]) == generation(c["version"]) for d in dicts
-                            if (d["site_id"], d["exam_key"]) == k)}
+        continued = {key for d in dicts if (c := carries.get(key := (d["site_id"], d["exam_key"]))) is not None
+                     and generation(c["version"]) == generation(d["version"])}
         if not continued:
             return rows
         stored = self._rows("exam_dose", continued, columns)
