@@ -21,6 +21,7 @@ import faust.auth
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from schemas.config import ConfigError, KafkaSettings, Settings
+from streams.holes import HoleRepair
 
 log = logging.getLogger("radpulse.streams")
 
@@ -35,6 +36,7 @@ TOPIC_DEVICE_KPIS = "device_kpis"
 TOPIC_EXAM_TIMING = "exam_timing"
 # the worker consumer's fetch long-poll (Faust's own: 1,500 ms); see _short_fetch_wait
 FETCH_MAX_WAIT_MS = 100
+HOLE_CHECK_S = 2.0  # how often streams.holes looks for records read past but never processed
 
 
 def _short_fetch_wait(create: Any) -> Any:
@@ -111,12 +113,15 @@ class ChangelogTable(faust.Table):
 
 
 class StreamsFaustApp(faust.App):
-    """A Faust app whose producer flush returns only once every table write made before it is acknowledged, and
-    whose consumer does not acknowledge a message its stream skipped."""
+    """A Faust app whose producer flush returns only once every table write made before it is acknowledged, whose
+    consumer does not acknowledge a message its stream skipped, and which reads again what it read past without
+    processing (``streams.holes``)."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, Table=ChangelogTable, **kwargs)
         self.changelog_barrier = ChangelogBarrier()
+        self.holes = HoleRepair(self)
+        self.timer(interval=HOLE_CHECK_S)(self.holes.run)
 
     def _new_producer(self):  # type: ignore[no-untyped-def]
         producer = super()._new_producer()
@@ -141,32 +146,39 @@ class StreamsFaustApp(faust.App):
             # fetched in an earlier generation, and then acknowledges it as if processed, so a commit can pass it
             # unprocessed. Seen on Apache Kafka with two workers and a SIGKILL: in each partition the survivor took
             # over, the instance right after the first one it published was never folded while the later ones
-            # were, and the commit passed it (130 of 132). Not acknowledged, it is read again after the rebalance's
-            # seek (the fold is idempotent).
+            # were, and the commit passed it (130 of 132). Not acknowledged, it is read again by the rebalance's
+            # seek or by streams.holes (the fold is idempotent).
             if not self.flow_control.is_active() or message.generation_id != self.consumer_generation_id:
                 return False
             return ack(message)
 
         consumer.ack = ack_unless_skipped  # Message.on_final_ack calls consumer.ack: every acknowledgement passes
         new_offset = consumer._new_offset
+        holes = self.holes
         warned: set[tuple[object, int]] = set()
 
         def new_offset_without_holes(tp):  # type: ignore[no-untyped-def]
             # Faust lets a commit pass one unacknowledged offset right at the committed position (its check is
             # `min(acked) - committed > 1`, committed being the next offset to read): a message dropped before its
             # stream acknowledged it was committed unprocessed while the later ones went on. Commit nothing past
-            # it; the next rebalance or restart reads it again. Our source topics have no compaction gaps.
-            acked = consumer._acked.get(tp)
-            committed = consumer._committed_offset.get(tp)
-            if acked and committed is not None and min(acked) > committed and not consumer._gap.get(tp):
+            # it; streams.holes reads it again.
+            if holes.commit_blocked(consumer, tp):
+                committed = consumer._committed_offset.get(tp) or 0
                 if (tp, committed) not in warned:
                     warned.add((tp, committed))
                     log.warning("offset %d of %s was never acknowledged while later ones were: not committing past it "
-                                "(it is read again after the next rebalance or restart)", committed, tp)
+                                "(it is read again)", committed, tp)
                 return None
             return new_offset(tp)
 
+        async def no_gaps(tp, offset_from, offset_to):  # type: ignore[no-untyped-def]
+            # Faust takes a jump in a source partition's offsets for a compaction gap and counts the offsets in
+            # between as processed; on our source topics (never compacted) it means records this worker dropped,
+            # so they stay unprocessed: the commit waits and streams.holes reads them again
+            log.info("offsets %d-%d of %s skipped by the fetch: they are read again", offset_from, offset_to - 1, tp)
+
         consumer._new_offset = new_offset_without_holes  # every commit asks it for each partition's offset
+        consumer._add_gap = no_gaps  # called only for source topics (acks enabled), never for changelogs
         return consumer
 
 

@@ -25,6 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from streams.kpi_agent import KpiAgents
     from streams.worker import broker_misreports_ends, run_worker
 
+    level = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO,
+             "debug": logging.DEBUG}[args.loglevel]
+    for name in ("faust", "mode"):  # `--loglevel info` shows Faust's rebalances and recoveries (quiet by default)
+        logging.getLogger(name).setLevel(level)
     env = dict(os.environ)
     if args.bootstrap:
         env["RADPULSE_KAFKA__BOOTSTRAP_SERVERS"] = args.bootstrap

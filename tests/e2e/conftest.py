@@ -49,7 +49,8 @@ class Pipeline:
         env = self.env | {"RADPULSE_STREAMS__DATA_DIR": str(self.tmp / f"streams-{name}")}
         log = open(self.tmp / f"worker-{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel", "warn"],
+            [sys.executable, "-m", "cli.main", "streams", "--web-port", "0", "--loglevel",
+             os.environ.get("RADPULSE_TEST_WORKER_LOGLEVEL", "warn")],
             env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.workers.append(proc)
