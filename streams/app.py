@@ -8,9 +8,12 @@ recovers from them. Standby replicas are off so that only the partition's owner 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -101,8 +104,28 @@ class ChangelogBarrier:
                                "committed past them: the worker stops and the next one replays from the last commit")
 
 
+_write_partition: contextvars.ContextVar[int | None] = contextvars.ContextVar("radpulse_write_partition", default=None)
+
+
+@contextlib.contextmanager
+def writing_to(partition: int) -> Iterator[None]:
+    """Table writes inside go to this changelog partition. Faust takes it from the event being processed, and an
+    agent folding a batch of events (from several partitions) has no single one: each exam's records must stay in
+    the partition of its instances, or the worker that takes that partition over recovers an older exam."""
+    token = _write_partition.set(partition)
+    try:
+        yield
+    finally:
+        _write_partition.reset(token)
+
+
 class ChangelogTable(faust.Table):
-    """A table whose changelog writes the producer's flush waits for (see ``ChangelogBarrier``)."""
+    """A table whose changelog writes the producer's flush waits for (see ``ChangelogBarrier``), written to the
+    partition ``writing_to`` names when an agent names one."""
+
+    def partition_for_key(self, key):  # type: ignore[no-untyped-def]
+        partition = _write_partition.get()
+        return partition if partition is not None else super().partition_for_key(key)
 
     def send_changelog(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         fut = super().send_changelog(*args, **kwargs)

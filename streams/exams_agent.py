@@ -10,8 +10,11 @@ re-publishes the version; ClickHouse's ReplacingMergeTree absorbs a version sent
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +26,8 @@ from schemas.events import DrlValue, InstanceEvent
 from schemas.exam_version import first_version
 from schemas.registry import UnknownSchemaError
 from streams import dose as dose_mod
-from streams.app import TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_EXAM_DOSE, StreamsApp
+from streams.app import TOPIC_DOSE_ALERTS, TOPIC_DRL_VALUES, TOPIC_EXAM_DOSE, StreamsApp, writing_to
+from streams.dose import ExamDoseState
 from streams.dose_events import alerts_for, classify_exam, exam_dose_event, with_exam_type
 from streams.drl import DEFAULT_DRL_PATH, DrlWatcher
 from streams.exams import ExamState, as_exam, event_time, fold, is_timing_instance, micros, should_close
@@ -34,6 +38,20 @@ from streams.worker import fail_fast
 log = logging.getLogger("radpulse.streams")
 
 TICK, EVICT = b"tick", b"evict"
+BATCH_MAX = 500  # instances folded together: each exam they touch is written once per batch
+BATCH_WITHIN_S = 0.05  # the longest a lone instance waits for a batch to fill
+
+
+@dataclass
+class _Work:
+    """An exam being folded in a batch: its state as the batch goes, written once at the end."""
+
+    state: ExamState | None
+    dose: ExamDoseState | None
+    partition: int
+    dose_dirty: bool = False
+    opened: bool = False
+    changed: bool = False
 
 
 class ExamAgents:
@@ -75,23 +93,31 @@ class ExamAgents:
         return out
 
     async def _deliver(self, key: str, version: int, messages: list[tuple[faust.TopicT, bytes, bytes]]) -> None:
-        """Send one version's messages, wait for the broker, then mark the version published in the state.
+        await self._deliver_all([(key, version, -1, messages)])
 
-        The state was written before (no await between reading and writing an exam: another agent may fold the
+    async def _deliver_all(self, versions: list[tuple[str, int, int, list[tuple[faust.TopicT, bytes, bytes]]]]) -> None:
+        """Send each (exam, version, partition, messages), wait for the broker, then mark the versions published.
+
+        The states were written before (no await between reading and writing an exam: another agent may fold the
         same exam meanwhile). A crash before the mark leaves ``published < version``: the scan sends it again."""
-        self.inflight[key] = max(version, self.inflight.get(key, 0))
+        for key, version, _p, _m in versions:
+            self.inflight[key] = max(version, self.inflight.get(key, 0))
         try:
-            pending = [await topic.send(key=k, value=v) for topic, k, v in messages]
+            pending = [await topic.send(key=k, value=v)
+                       for _key, _version, _p, messages in versions for topic, k, v in messages]
             for fut in pending:
                 await fut
         finally:
-            if self.inflight.get(key) == version:
-                del self.inflight[key]
-        self.counters["published"] += 1
-        self.counters["alerts"] += max(0, len(messages) - 2)
-        raw = self.store.mark_published(key, version)
-        if raw is not None:
-            self._watch(key, raw["status"], raw["version"], version)
+            for key, version, _p, _m in versions:
+                if self.inflight.get(key) == version:
+                    del self.inflight[key]
+        for key, version, partition, messages in versions:
+            self.counters["published"] += 1
+            self.counters["alerts"] += max(0, len(messages) - 2)
+            with self._partition_of(partition):
+                raw = self.store.mark_published(key, version)
+            if raw is not None:
+                self._watch(key, raw["status"], raw["version"], version)
 
     def _watch(self, key: str, status: str, version: int, published: int) -> None:
         """Keep the scan's index of exams that may need a tick: open, or a version not yet confirmed."""
@@ -116,46 +142,81 @@ class ExamAgents:
         log.info("DRL tables %s in force (%d values from %s)", ",".join(table.active), len(table.rows), table.path)
 
     def fold_instance(self, event: InstanceEvent, partition: int = -1) -> tuple[str, ExamState] | None:
-        """Fold one instance into its exam and dose states and write them back. Synchronous on purpose: the read,
-        fold and write of an exam must not be interleaved with another agent's. Returns the exam when it was
-        (re)opened by this instance and its new version must be published."""
-        exam_key = event.study_pseudonym
-        before = self.store.exam(exam_key)
-        reopened = before is None or before.status == "complete"
-        state, changed = fold(before, event, time.time())
-        if not changed:
-            self.counters["duplicates"] += 1
-            return None
-        self.counters["instances"] += 1
-        before_dose = self.store.dose(exam_key)
-        dose_state, dose_changed = dose_mod.fold_dose(before_dose, event)
-        if event.device_id and is_timing_instance(event) and (t := micros(event_time(event))) is not None:
-            self.device_clock[event.device_id] = max(self.device_clock.get(event.device_id, t), t)
-        if before is None:  # a new generation: it outranks what an evicted or lost state published (exam_version)
-            state.version = first_version(time.time())
-        if reopened:
-            state.version += 1
-            state.status = "in_progress"
-        if partition >= 0:
-            state.partition = partition
-        self.store.save(exam_key, state, dose_state if dose_changed or before_dose is None else None)
-        self._watch(exam_key, state.status, state.version, state.published)
-        return (exam_key, state) if reopened else None
+        """Fold one instance into its exam and dose states and write them back (``fold_batch`` of one)."""
+        opened = self.fold_batch([(event, partition)])
+        return opened[0] if opened else None
 
-    async def assemble(self, stream) -> None:  # type: ignore[no-untyped-def]
-        async for key, value in stream.items():
+    def fold_batch(self, events: Iterable[tuple[InstanceEvent, int]]) -> list[tuple[str, ExamState]]:
+        """Fold a batch of (instance, partition) into their exams, then write each exam it touched once.
+
+        Synchronous on purpose: the read, fold and write of an exam must not be interleaved with another agent's.
+        One write per exam per batch, not per instance: Faust's table write per event costs more than the rest of
+        the fold (one changelog record each; benchmarks/streams.py). Returns the exams (re)opened by the batch,
+        whose new version must be published."""
+        work: dict[str, _Work] = {}
+        now = time.time()
+        for event, partition in events:
+            key = event.study_pseudonym
+            w = work.get(key)
+            if w is None:
+                w = work[key] = _Work(self.store.exam(key), self.store.dose(key), partition)
+            before = w.state
+            reopened = before is None or before.status == "complete"
+            state, changed = fold(before, event, now)
+            if not changed:
+                self.counters["duplicates"] += 1
+                continue
+            self.counters["instances"] += 1
+            dose_state, dose_changed = dose_mod.fold_dose(w.dose, event)
+            w.dose_dirty = w.dose_dirty or dose_changed or w.dose is None
+            w.dose = dose_state
+            if event.device_id and is_timing_instance(event) and (t := micros(event_time(event))) is not None:
+                self.device_clock[event.device_id] = max(self.device_clock.get(event.device_id, t), t)
+            if before is None:  # a new generation: it outranks what an evicted or lost state published (exam_version)
+                state.version = first_version(now)
+            if reopened:
+                state.version += 1
+                state.status = "in_progress"
+                w.opened = True
+            if partition >= 0:
+                state.partition = w.partition = partition
+            w.state = state
+            w.changed = True
+        opened: list[tuple[str, ExamState]] = []
+        for key, w in work.items():
+            if not w.changed or w.state is None:
+                continue
+            with self._partition_of(w.partition):
+                self.store.save(key, w.state, w.dose if w.dose_dirty else None)
+            self._watch(key, w.state.status, w.state.version, w.state.published)
+            if w.opened:
+                opened.append((key, w.state))
+        return opened
+
+    @staticmethod
+    def _partition_of(partition: int) -> contextlib.AbstractContextManager[None]:
+        """Table writes to the exam's partition (the current event's when it is not known)."""
+        return writing_to(partition) if partition >= 0 else contextlib.nullcontext()
+
+    def decode_batch(self, events: Iterable[Any]) -> list[tuple[InstanceEvent, int]]:
+        out: list[tuple[InstanceEvent, int]] = []
+        for ev in events:
             try:
-                event = codec.decode(InstanceEvent, value)
+                out.append((codec.decode(InstanceEvent, ev.value), ev.message.partition))
             except (DecodeError, UnknownSchemaError, ValueError, TypeError):
                 self.counters["undecodable"] += 1
                 log.warning("skipped an undecodable message on %s (key %s)", self.sa.instances.get_topic_name(),
-                            (key or b"")[:40])
-                continue
-            current = getattr(stream, "current_event", None)
-            opened = self.fold_instance(event, current.message.partition if current is not None else -1)
-            if opened is not None:
-                exam_key, state = opened
-                await self._deliver(exam_key, state.version, self._messages(exam_key, state, datetime.now(UTC)))
+                            (ev.key or b"")[:40])
+        return out
+
+    async def assemble(self, stream) -> None:  # type: ignore[no-untyped-def]
+        # batches: Faust acknowledges them once the body is done, so no commit passes an unfolded instance
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            opened = self.fold_batch(self.decode_batch(events))
+            if opened:
+                now = datetime.now(UTC)
+                await self._deliver_all([(key, state.version, state.partition, self._messages(key, state, now))
+                                         for key, state in opened])
 
     def close_exam(self, key: str, evict: bool = False) -> ExamState | None:
         """Complete the exam if it is due (synchronously, like ``fold_instance``); else, if a crash lost its last

@@ -70,15 +70,19 @@ class ExamStore:
         return self.table.get(key)
 
     def save(self, key: str, state: ExamState, dose: ExamDoseState | None = None) -> dict[str, Any]:
-        """Write the dose state (if given), seal a full hash tail into a chunk, then the exam record."""
+        """Write the dose state (if given), seal every full chunk of the hash tail, then the exam record."""
         if dose is not None:
             raw_dose = dose.to_dict()
             self.table[key + DOSE_SUFFIX] = raw_dose
             self._doses[key] = (raw_dose, dose)
-        if state.tail_hashes() >= SEEN_CHUNK:
-            self.table[f"{key}#{state.seen_sealed}"] = state.seen_tail
-            state.seen_sealed += 1
-            state.seen_tail = ""
+        if state.tail_hashes() >= SEEN_CHUNK:  # a batch may have added several chunks' worth
+            tail = base64.b64decode(state.seen_tail)
+            size = SEEN_CHUNK * 8
+            while len(tail) >= size:
+                self.table[f"{key}#{state.seen_sealed}"] = base64.b64encode(tail[:size]).decode("ascii")
+                state.seen_sealed += 1
+                tail = tail[size:]
+            state.seen_tail = base64.b64encode(tail).decode("ascii")
         raw = state.to_dict()
         self.table[key] = raw
         self._exams[key] = (raw, state)

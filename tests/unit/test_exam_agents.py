@@ -14,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from schemas import codec
 from schemas.config import load_settings
@@ -66,6 +67,14 @@ class Stream:
     async def items(self) -> AsyncIterator[tuple[bytes, bytes]]:
         while (item := await self.queue.get()) is not None:
             yield item
+
+    async def take_events(self, max_: int, within: float) -> AsyncIterator[list[SimpleNamespace]]:
+        """Faust's batches: what is queued (up to `max_`), as events of partition 0."""
+        while (item := await self.queue.get()) is not None:
+            batch = [item]
+            while len(batch) < max_ and not self.queue.empty() and (nxt := self.queue.get_nowait()) is not None:
+                batch.append(nxt)
+            yield [SimpleNamespace(key=k, value=v, message=SimpleNamespace(partition=0)) for k, v in batch]
 
 
 def instance(n: int, *, modality: str = "CT", dose_report: DoseReport | None = None) -> InstanceEvent:
@@ -215,3 +224,45 @@ def test_changelog_bytes_per_instance_do_not_grow_with_the_exam(tmp_path: Path) 
         sizes.append(sum(len(json.dumps(v)) for _, v in table.log[before:]))
     early, late = max(sizes[100:300]), max(sizes[1800:2000])
     assert late <= early * 1.2, (early, late)  # main wrote every hash so far: 2,000 instances ≈ 22 KB each
+
+
+class RecordingTable(dict):  # type: ignore[type-arg]
+    """A table that records each write's key and the changelog partition it would go to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, int | None]] = []
+
+    def __setitem__(self, key: str, value: object) -> None:
+        from streams.app import _write_partition
+
+        self.writes.append((key, _write_partition.get()))
+        super().__setitem__(key, value)
+
+
+def _study_instance(study: str, n: int) -> InstanceEvent:
+    return dataclasses.replace(instance(n), event_id=f"{study}-e{n}", instance_pseudonym=f"{study}-i{n}",
+                               study_pseudonym=study)
+
+
+def test_a_batch_writes_each_exam_once_to_its_own_partition(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    table = RecordingTable()
+    h.agents.store = ExamStore(table)
+    batch = [(_study_instance("a", n), 2) for n in range(300)]
+    batch[::60] = [(_study_instance("b", n), 1) for n in range(5)]  # interleaved, as devices send at once
+    opened = h.agents.fold_batch(batch)
+    assert sorted(key for key, _ in opened) == ["a", "b"]  # both new: each has one version to publish
+    exam_writes = [w for w in table.writes if w[0] in ("a", "b")]
+    assert sorted(exam_writes) == [("a", 2), ("b", 1)]  # one exam record each, not one per instance
+    assert all(p == (1 if key.startswith("b") else 2) for key, p in table.writes)
+    # 295 hashes: two sealed chunks of SEEN_CHUNK (128), the rest in the exam record's tail
+    assert {key for key, _ in table.writes if key.startswith("a#") and key != "a#d"} == {"a#0", "a#1"}
+    reread = ExamStore(table)
+    a, b = reread.exam("a"), reread.exam("b")
+    assert a is not None and b is not None
+    assert (a.instance_count, b.instance_count, len(a.seen), a.tail_hashes()) == (295, 5, 295, 295 - 256)
+    # the batch replayed after a crash (its offsets not committed) counts nothing twice
+    h.agents.store = reread
+    assert h.agents.fold_batch(batch) == []
+    assert (reread.exam("a").instance_count, reread.exam("b").instance_count) == (295, 5)
