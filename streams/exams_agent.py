@@ -198,6 +198,18 @@ class ExamAgents:
         """Table writes to the exam's partition (the current event's when it is not known)."""
         return writing_to(partition) if partition >= 0 else contextlib.nullcontext()
 
+    def _current(self, events: list[Any]) -> list[Any]:
+        """The batch's events this worker may still fold: none once a rebalance has begun, or of an earlier
+        generation. The batch was buffered before; its partitions may belong to another worker by now, and a fold
+        written to their changelog after the new owner's would be what the next recovery reads. Faust's stream
+        skips such events one at a time; a batch needs it again, with no await before the fold. They are not
+        acknowledged either (``streams.app``), so the rebalance's seek reads them again."""
+        app = self.sa.app
+        if not app.flow_control.is_active():
+            return []
+        generation = app.consumer_generation_id
+        return [ev for ev in events if ev.message.generation_id == generation]
+
     def decode_batch(self, events: Iterable[Any]) -> list[tuple[InstanceEvent, int]]:
         out: list[tuple[InstanceEvent, int]] = []
         for ev in events:
@@ -212,7 +224,7 @@ class ExamAgents:
     async def assemble(self, stream) -> None:  # type: ignore[no-untyped-def]
         # batches: Faust acknowledges them once the body is done, so no commit passes an unfolded instance
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            opened = self.fold_batch(self.decode_batch(events))
+            opened = self.fold_batch(self.decode_batch(self._current(events)))
             if opened:
                 now = datetime.now(UTC)
                 await self._deliver_all([(key, state.version, state.partition, self._messages(key, state, now))

@@ -74,7 +74,8 @@ class Stream:
             batch = [item]
             while len(batch) < max_ and not self.queue.empty() and (nxt := self.queue.get_nowait()) is not None:
                 batch.append(nxt)
-            yield [SimpleNamespace(key=k, value=v, message=SimpleNamespace(partition=0)) for k, v in batch]
+            yield [SimpleNamespace(key=k, value=v, message=SimpleNamespace(partition=0, generation_id=0))
+                   for k, v in batch]
 
 
 def instance(n: int, *, modality: str = "CT", dose_report: DoseReport | None = None) -> InstanceEvent:
@@ -105,6 +106,7 @@ class Harness:
             out={name: self.topics[name] for name in sa.out},
         )
         self.agents = ExamAgents(self.sa)
+        sa.app.flow_control.resume()  # as after the worker's first rebalance
         self.instances, self.ticks = Stream(), Stream()
 
     async def settle(self) -> None:
@@ -266,3 +268,17 @@ def test_a_batch_writes_each_exam_once_to_its_own_partition(tmp_path: Path) -> N
     h.agents.store = reread
     assert h.agents.fold_batch(batch) == []
     assert (reread.exam("a").instance_count, reread.exam("b").instance_count) == (295, 5)
+
+
+def test_a_batch_buffered_before_a_rebalance_is_not_folded(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+
+    def event(generation: int) -> SimpleNamespace:
+        return SimpleNamespace(key=b"study", value=codec.encode(instance(1)),
+                               message=SimpleNamespace(partition=0, generation_id=generation))
+
+    h.sa.app.consumer_generation_id = 3
+    old, current = event(2), event(3)
+    assert h.agents._current([old, current]) == [current]  # fetched before the last rebalance: not ours to fold
+    h.sa.app.flow_control.suspend()  # a rebalance has begun: the partitions may be another worker's already
+    assert h.agents._current([current]) == []
