@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from fastavro import schemaless_reader, schemaless_writer
 
+from schemas import fast_reader
 from schemas.registry import latest, writer_for
 
 MAGIC = b"\xc3\x01"
@@ -289,7 +290,24 @@ def decode_record(data: bytes) -> tuple[str, dict[str, Any]]:
     return name, record  # type: ignore[return-value]
 
 
+@cache
+def _reader(fingerprint: bytes, cls: type) -> Callable[[bytes, int], tuple[Any, int]] | None:
+    """The generated reader for a message of this writer schema into `cls` (schemas.fast_reader), or None: another
+    record, a schema older than the latest (fastavro resolves it), or types the generator leaves to fastavro."""
+    writer = writer_for(fingerprint)
+    if writer.name != cls.__name__ or latest(writer.name).fingerprint != writer.fingerprint:
+        return None
+    return fast_reader.generate(writer.parsed, cls, f"{writer.name} v{writer.version}")
+
+
 def decode(cls: type[T], data: bytes) -> T:
+    if len(data) >= 10 and data[:2] == MAGIC:
+        read = _reader(bytes(data[2:10]), cls)
+        if read is not None:
+            try:
+                return read(bytes(data), 10)[0]  # type: ignore[no-any-return]
+            except (IndexError, struct.error) as exc:
+                raise DecodeError(f"a truncated {cls.__name__} message ({exc})") from exc
     name, record = decode_record(data)
     if name != cls.__name__:
         raise DecodeError(f"message holds a {name}, not a {cls.__name__}")
