@@ -35,6 +35,7 @@ from sinks.sqltext import LexError, render, split_statements, words
 if TYPE_CHECKING:  # the engine is imported only when a query runs here, not for the guard
     from sinks.clickhouse import Database
 
+BUSY_WAIT_S = 30.0  # how long `radpulse sql` keeps asking an endpoint whose query slots are all busy
 ALLOWED_FIRST = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN")
 # write or admin keywords refused anywhere outside strings and `quoted` names
 FORBIDDEN = frozenset(
@@ -269,6 +270,14 @@ def _endpoint_request(port: int, path: str, body: bytes, content_type: str, toke
     return urllib.request.Request(f"http://{host}:{port}{path}", data=body, method="POST", headers=headers)
 
 
+def _retry_after(exc: urllib.error.HTTPError) -> float:
+    """Seconds the endpoint asks a busy caller to wait (its ``Retry-After``; 1 s when it names none)."""
+    try:
+        return min(max(float(exc.headers.get("Retry-After") or 1), 0.1), 30.0)
+    except ValueError:
+        return 1.0
+
+
 def _refusal(exc: urllib.error.HTTPError, port: int, token_file: Path | None) -> Exception:
     """The exception for an error answer from a radpulse endpoint."""
     try:
@@ -286,21 +295,32 @@ def _refusal(exc: urllib.error.HTTPError, port: int, token_file: Path | None) ->
 
 @contextmanager
 def open_endpoint(port: int, statement: str, token: str | None = None, timeout_s: float = 90.0,
-                  host: str = "127.0.0.1", token_file: Path | None = None) -> Iterator[Rows | None]:
-    """POST the statement to a running sink's endpoint and stream its answer; ``None`` when nothing listens."""
+                  host: str = "127.0.0.1", token_file: Path | None = None,
+                  busy_wait_s: float = BUSY_WAIT_S) -> Iterator[Rows | None]:
+    """POST the statement to a running sink's endpoint and stream its answer; ``None`` when nothing listens. An
+    endpoint whose query slots are all busy (503) is asked again after its ``Retry-After`` for up to `busy_wait_s`."""
     request = _endpoint_request(port, "/query", statement.encode(), "text/plain; charset=utf-8", token, host)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
-    try:
-        response = opener.open(request, timeout=timeout_s)
-    except urllib.error.HTTPError as exc:
-        if not exc.headers.get(ENDPOINT_HEADER):
-            raise ClickHouseError(f"127.0.0.1:{port} answered HTTP {exc.code} but is not a radpulse endpoint") from None
-        raise _refusal(exc, port, token_file) from None
-    except urllib.error.URLError as exc:
-        if isinstance(exc.reason, ConnectionRefusedError):
-            yield None
-            return
-        raise ClickHouseError(f"query endpoint 127.0.0.1:{port}: {exc.reason}") from None
+    deadline = time.monotonic() + busy_wait_s
+    while True:
+        try:
+            response = opener.open(request, timeout=timeout_s)
+            break
+        except urllib.error.HTTPError as exc:
+            if not exc.headers.get(ENDPOINT_HEADER):
+                raise ClickHouseError(f"127.0.0.1:{port} answered HTTP {exc.code} but is not a radpulse endpoint"
+                                      ) from None
+            pause = _retry_after(exc)
+            if exc.code == 503 and time.monotonic() + pause < deadline:
+                exc.close()
+                time.sleep(pause)  # every slot busy (dashboards refreshing): wait as the endpoint asks, then again
+                continue
+            raise _refusal(exc, port, token_file) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ConnectionRefusedError):
+                yield None
+                return
+            raise ClickHouseError(f"query endpoint 127.0.0.1:{port}: {exc.reason}") from None
     with response:
         if not response.headers.get(ENDPOINT_HEADER):
             raise ClickHouseError(

@@ -30,13 +30,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from schemas import codec
 from schemas.config import Settings, load_settings
 from schemas.events import EdgeHeartbeat
+from sinks import query_server
 from sinks.bench import synthetic_exam, synthetic_instance
 from sinks.clickhouse import Database, connect, parse_url
-from sinks.errors import ClickHouseUrlError, EngineConflictError, MigrationError
+from sinks.errors import ClickHouseError, ClickHouseUrlError, EngineConflictError, MigrationError
 from sinks.migrate import MIGRATIONS_DIR, applied, discover, migrate
 from sinks.query_server import QueryServer
 from sinks.rows import COLUMNS, exam_row
-from sinks.sql import ENDPOINT_HEADER, ask_endpoint, ensure_token, query, read_token, token_path
+from sinks.sql import ENDPOINT_HEADER, ask_endpoint, ensure_token, open_endpoint, query, read_token, token_path
 from sinks.writer import SinkWriter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -331,6 +332,28 @@ def post(port: int, sql: str, token: str) -> tuple[int, dict[str, object], str |
             return resp.status, json.loads(resp.read()), resp.headers.get(ENDPOINT_HEADER)
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read()), exc.headers.get(ENDPOINT_HEADER)
+
+
+def test_radpulse_sql_waits_for_a_busy_endpoint_then_gives_up(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every query slot busy (a wall display refreshing): the endpoint answers 503 with Retry-After, and the
+    # analyst's `radpulse sql` asks again instead of failing at once; past its patience it says why
+    monkeypatch.setattr(query_server, "QUEUE_WAIT_S", 0.3)
+    server = QueryServer(db.reopen(), 0, concurrency=1).start()
+    try:
+        held = server.slot()
+        held.__enter__()  # the one slot, taken by a long query
+        timer = threading.Timer(1.5, held.__exit__, (None, None, None))
+        timer.start()
+        t0 = time.monotonic()
+        answer = ask_endpoint(server.port, "SELECT 41 + 1", token=server.token)
+        assert answer is not None and answer.rows == [[42]]
+        assert time.monotonic() - t0 >= 1.5  # it was refused first, then answered
+        timer.join()
+        with server.slot(), pytest.raises(ClickHouseError, match="queries are running"):
+            with open_endpoint(server.port, "SELECT 1", server.token, busy_wait_s=1.0):
+                pass
+    finally:
+        server.stop()
 
 
 def test_query_endpoint_answers_select_and_refuses_writes(db: Database) -> None:
