@@ -3,30 +3,14 @@ the day's waits, the patient order of the day, patient cumulative dose, dose by 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from schemas.events import DoseAlert, Exam, ExamDose, ExamTiming, InstanceEvent, IrradiationEvent
-from sinks.clickhouse import Database, connect
-from sinks.migrate import migrate
+from sinks.clickhouse import Database
 from sinks.rows import COLUMNS, rows_for
 
 DAY = date(2026, 12, 6)
 T0 = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)  # 09:00 in Asia/Shanghai
-
-
-@pytest.fixture
-def db(chdb_root: Path) -> Iterator[Database]:
-    name = "df_" + uuid.uuid4().hex[:8]
-    database = connect(f"chdb://{chdb_root}?database={name}")
-    migrate(database)
-    yield database
-    database.command(f"DROP DATABASE IF EXISTS {name}")
-    database.close()
 
 
 def insert(db: Database, *objs: object) -> None:

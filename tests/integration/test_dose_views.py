@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from schemas.events import DoseAlert, ExamDose
-from sinks.clickhouse import Database, connect
-from sinks.migrate import migrate
+from sinks.clickhouse import Database
 from sinks.rows import COLUMNS, rows_for
 
 T0 = datetime(2024, 3, 4, 1, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(chdb_root: Path) -> Iterator[Database]:
-    name = "dv_" + uuid.uuid4().hex[:8]
-    database = connect(f"chdb://{chdb_root}?database={name}")
-    migrate(database)
-    yield database
-    database.command(f"DROP DATABASE IF EXISTS {name}")
-    database.close()
 
 
 def add_exams(db: Database, site: str, n: int, dlp: float, *, not_patient: bool = False, source: str = "REPORT",

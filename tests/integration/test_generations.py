@@ -4,30 +4,14 @@ own insert path: counts from the instances table, the span of both, the stored d
 from __future__ import annotations
 
 import dataclasses
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
-
-import pytest
 
 from schemas.events import ExamDose
 from schemas.exam_version import first_version
 from sinks.bench import synthetic_exam, synthetic_instance
-from sinks.clickhouse import Database, connect
+from sinks.clickhouse import Database
 from sinks.generations import GenerationMerger
-from sinks.migrate import migrate
 from sinks.rows import COLUMNS, rows_for
-
-
-@pytest.fixture
-def db(chdb_root: Path) -> Iterator[Database]:
-    name = "g_" + uuid.uuid4().hex[:10]
-    database = connect(f"chdb://{chdb_root}?database={name}")
-    migrate(database)
-    yield database
-    database.command(f"DROP DATABASE IF EXISTS {name}")
-    database.close()
 
 
 def write(db: Database, merger: GenerationMerger, *objs: object) -> None:

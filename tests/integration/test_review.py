@@ -5,17 +5,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from schemas.config import Settings, load_settings
 from schemas.events import DoseAlert, ExamDose
-from sinks.clickhouse import Database, connect
-from sinks.migrate import migrate
+from sinks.clickhouse import Database
 from sinks.query_server import QueryServer
 from sinks.reviews import Review, ReviewError, record
 from sinks.rows import COLUMNS, rows_for
@@ -28,16 +24,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def db(chdb_root: Path) -> Iterator[Database]:
-    name = "rv_" + uuid.uuid4().hex[:8]
-    database = connect(f"chdb://{chdb_root}?database={name}")
-    migrate(database)
-    yield database
-    database.command(f"DROP DATABASE IF EXISTS {name}")
-    database.close()
 
 
 def settings_for(db: Database, port: int) -> Settings:

@@ -19,7 +19,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,17 +44,6 @@ T = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 
 
 # -- fixtures --------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def db(chdb_root: Path) -> Iterator[Database]:
-    """A fresh, migrated database in the session's chDB folder; dropped afterwards."""
-    name = "t_" + uuid.uuid4().hex[:10]
-    database = connect(f"chdb://{chdb_root}?database={name}")
-    migrate(database)
-    yield database
-    database.command(f"DROP DATABASE IF EXISTS {name}")
-    database.close()
-
-
 def settings_for(db: Database, bootstrap: str = "127.0.0.1:1", prefix: str = "radpulse", port: int = 0) -> Settings:
     env = {
         "RADPULSE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
