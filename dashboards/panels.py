@@ -327,12 +327,7 @@ SELECT d.exam_type AS type, coalesce(d.protocol, nullIf(p.protocol, ''), '(none)
   round(quantileExactInclusive(0.5)(d.dap_total_gy_cm2), 3) AS dap_p50,
   round(quantileExactInclusive(0.75)(d.dap_total_gy_cm2), 3) AS dap_p75
 FROM exam_dose AS d FINAL
-LEFT JOIN (
-  SELECT study_pseudonym AS exam_key, argMin(acquisition_protocol, event_time) AS protocol
-  FROM irradiation_events
-  WHERE acquisition_protocol IS NOT NULL AND acquisition_type IS DISTINCT FROM 'CONSTANT_ANGLE'
-  GROUP BY study_pseudonym
-) AS p ON p.exam_key = d.exam_key
+LEFT JOIN exam_report_protocol AS p ON p.exam_key = d.exam_key
 WHERE NOT d.not_patient AND $__timeFilter(d.start_utc)
   AND {where(site="d.site_id", modality="d.modality", device="coalesce(d.station_name, d.device_id)",
              exam_type="d.exam_type")}
