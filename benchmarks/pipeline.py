@@ -56,6 +56,7 @@ from benchmarks.edge_throughput import (
     cpu_seconds,
     free_port,
     make_instance,
+    stop_process,
     storescu,
     wait_port,
 )
@@ -99,13 +100,7 @@ class Stack:
         return proc
 
     def stop_worker(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, 20)
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-1500:]

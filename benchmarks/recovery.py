@@ -46,6 +46,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.edge_throughput import stop_process
+
 console = Console(width=shutil.get_terminal_size((170, 40)).columns)
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
@@ -345,11 +347,7 @@ def run(bootstrap: str, work: Path, history: History, *, segment_ms: int | None,
         after = proc_status(proc.pid) or peak
     finally:
         reader.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
     if got is None:
         tail = (work / f"{prefix}.log").read_text(errors="replace")[-1500:]
         console.print(f"[bold red]{label}: the probe was not published within {timeout_s:.0f} s[/]; log:\n{tail}")

@@ -33,7 +33,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmarks.edge_throughput import cpu_seconds
+from benchmarks.edge_throughput import cpu_seconds, stop_process
 
 console = Console()
 REPO = Path(__file__).resolve().parents[1]
@@ -244,11 +244,7 @@ def run_radpulse(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], 
                 "exam_versions_published": reader.versions, "busy_after_complete_s": busy}
     finally:
         reader.close()
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def run_faust(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], timeout_s: float) -> dict[str, Any]:
@@ -273,11 +269,7 @@ def run_faust(bootstrap: str, work: Path, events: list[tuple[bytes, bytes]], tim
         return {"events": len(events) - 1, "committed_s": committed_s, "rate": (len(events) - 1) / committed_s,
                 "cpu_ms_per_event": cpu * 1000 / (len(events) - 1)}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
