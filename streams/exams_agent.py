@@ -92,9 +92,6 @@ class ExamAgents:
                 out.append((self.sa.out[TOPIC_DOSE_ALERTS], k, codec.encode(alert)))
         return out
 
-    async def _deliver(self, key: str, version: int, messages: list[tuple[faust.TopicT, bytes, bytes]]) -> None:
-        await self._deliver_all([(key, version, -1, messages)])
-
     async def _deliver_all(self, versions: list[tuple[str, int, int, list[tuple[faust.TopicT, bytes, bytes]]]]) -> None:
         """Send each (exam, version, partition, messages), wait for the broker, then mark the versions published.
 
@@ -140,11 +137,6 @@ class ExamAgents:
             await self.sa.out[TOPIC_DRL_VALUES].send(key=key, value=codec.encode(value))
         self._drl_digest = table.digest
         log.info("DRL tables %s in force (%d values from %s)", ",".join(table.active), len(table.rows), table.path)
-
-    def fold_instance(self, event: InstanceEvent, partition: int = -1) -> tuple[str, ExamState] | None:
-        """Fold one instance into its exam and dose states and write them back (``fold_batch`` of one)."""
-        opened = self.fold_batch([(event, partition)])
-        return opened[0] if opened else None
 
     def fold_batch(self, events: Iterable[tuple[InstanceEvent, int]]) -> list[tuple[str, ExamState]]:
         """Fold a batch of (instance, partition) into their exams, then write each exam it touched once.
@@ -231,7 +223,7 @@ class ExamAgents:
                                          for key, state in opened])
 
     def close_exam(self, key: str, evict: bool = False) -> ExamState | None:
-        """Complete the exam if it is due (synchronously, like ``fold_instance``); else, if a crash lost its last
+        """Complete the exam if it is due (synchronously, like ``fold_batch``); else, if a crash lost its last
         publication, return it to be published again. With `evict`, drop a complete exam past retention."""
         self.pending_ticks.pop(key, None)
         state = self.store.exam(key)
@@ -259,7 +251,7 @@ class ExamAgents:
             key = raw_key.decode()
             state = self.close_exam(key, evict=value == EVICT)
             if state is not None:
-                await self._deliver(key, state.version, self._messages(key, state, datetime.now(UTC)))
+                await self._deliver_all([(key, state.version, -1, self._messages(key, state, datetime.now(UTC)))])
 
     def _evictable(self, raw: dict[str, Any]) -> bool:
         """Complete, its last version confirmed, and nothing received for `[streams] retain_days`."""

@@ -202,14 +202,14 @@ def test_a_crash_after_any_changelog_record_loses_and_doubles_nothing(tmp_path: 
               for i in range(1, n + 1)]
     ends = []
     for e in events:
-        h.agents.fold_instance(e)
+        h.agents.fold_batch([(e, -1)])
         ends.append(len(table.log))
     assert h.agents.store.exam("study").instance_count == n
     for crash in range(len(table.log) + 1):
         committed = sum(1 for end in ends if end <= crash)  # offsets commit only after the records are durable
         h.agents.store = ExamStore(recovered(table.log[:crash]))
         for e in events[committed:]:
-            h.agents.fold_instance(e)
+            h.agents.fold_batch([(e, -1)])
         state, dose = h.agents.store.exam("study"), h.agents.store.dose("study")
         assert state is not None and state.instance_count == n, (crash, state and state.instance_count)
         assert state.has_dose_report and dose is not None and dose.reports, crash
@@ -222,7 +222,7 @@ def test_changelog_bytes_per_instance_do_not_grow_with_the_exam(tmp_path: Path) 
     sizes = []
     for i in range(1, 2001):
         before = len(table.log)
-        h.agents.fold_instance(instance(i))
+        h.agents.fold_batch([(instance(i), -1)])
         sizes.append(sum(len(json.dumps(v)) for _, v in table.log[before:]))
     early, late = max(sizes[100:300]), max(sizes[1800:2000])
     assert late <= early * 1.2, (early, late)  # main wrote every hash so far: 2,000 instances ≈ 22 KB each
